@@ -113,6 +113,8 @@ class PluginManager(pluggy.PluginManager):
     def __init__(self, *, builtins_only: bool = False) -> None:
         super().__init__("polysock")
         self.add_hookspecs(hookspecs)
+        # Historic: every plugin registered from now on gets polysock_addhooks once.
+        self.hook.polysock_addhooks.call_historic(kwargs={"pluginmanager": self})
         self._origins: dict[str, tuple[str | None, str | None]] = {}
         self._failed: dict[str, PluginInfo] = {}
         self._registry: _Registry | None = None
@@ -120,8 +122,9 @@ class PluginManager(pluggy.PluginManager):
         self._lock = threading.RLock()
         from .builtin import CorePlugin
 
-        self.register(CorePlugin(self), name=CORE_PLUGIN_NAME)
+        # Origins known up front skip _origin_of(), a scan of every installed distribution.
         self._origins[CORE_PLUGIN_NAME] = ("polysock", __version__)
+        self.register(CorePlugin(self), name=CORE_PLUGIN_NAME)
         if not builtins_only:
             self.load_entrypoints()
 
@@ -159,8 +162,10 @@ class PluginManager(pluggy.PluginManager):
             dist_version = dist.version if dist is not None else None
             try:
                 plugin = ep.load()
+                self._origins[ep.name] = (dist_name, dist_version)
                 self.register(plugin, name=ep.name)
             except Exception as exc:
+                self._origins.pop(ep.name, None)
                 where = f"{dist_name or 'an unknown distribution'} {dist_version or ''}".strip()
                 message = (
                     f"polysock plugin {ep.name!r} from {where} failed to load: "
@@ -170,8 +175,6 @@ class PluginManager(pluggy.PluginManager):
                     raise PluginLoadError(message) from exc
                 self._failed[ep.name] = PluginInfo(ep.name, dist_name, dist_version, error=message)
                 warnings.warn(message + " (skipped)", PluginLoadWarning, stacklevel=2)
-                continue
-            self._origins[ep.name] = (dist_name, dist_version)
         self.check_pending()
 
     # -------------------------------------------------------------- registries
@@ -194,9 +197,10 @@ class PluginManager(pluggy.PluginManager):
 
     def _results(self, hookname: str) -> builtins.list[tuple[str, Any]]:
         # Call each implementation on its own so that every contribution is attributed to
-        # its plugin: a clash error must name both sides.
+        # its plugin: a clash error must name both sides. Registration order (the core
+        # first), so that a clash blames the plugin that came later.
         out = []
-        for impl in reversed(getattr(self.hook, hookname).get_hookimpls()):
+        for impl in getattr(self.hook, hookname).get_hookimpls():
             try:
                 result = impl.function()
             except Exception as exc:

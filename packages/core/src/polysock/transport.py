@@ -29,7 +29,7 @@ import struct
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .errors import (
     ConnectionClosed,
@@ -65,6 +65,11 @@ State = Literal["connecting", "handshake", "open", "closing", "closed"]
 FramingSpec = str | Callable[[], Framer]
 _ids = itertools.count(1)
 _LINGER_RST = struct.pack("ii", 1, 0)
+# Payloads at least this large are written as (header, payload, trailer) pieces with a
+# gathering write instead of being copied into one framed buffer.
+_GATHER_MIN = 64 * 1024
+_SHARED_RECV_SIZE = 256 * 1024
+_shared = threading.local()
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,11 @@ class _MessageQueue(Handler):
         return not conn.is_tls  # the application decides when to close (half-close)
 
     def protocol_error(self, conn: Connection, exc: ProtocolError | HandshakeError) -> None:
+        # Nothing after the error will be delivered: recv() raises it as soon as the frames
+        # that preceded it were taken, not only once the close handshake has finished.
         self.error = exc
+        self.ended = True
+        self._wake()
 
     def connection_lost(self, conn: Connection, exc: BaseException | None) -> None:
         self.ended = True
@@ -261,7 +270,35 @@ class _HandshakeStream:
         return self._conn.get_extra_info(name, default)
 
 
-class Connection(asyncio.Protocol):
+class _TLSUpgradeHold(asyncio.Protocol):
+    """Stands in for a connection while :meth:`Connection.start_tls` runs.
+
+    The SSL layer hands over data decrypted right after the TLS handshake before the awaiting
+    ``start_tls`` resumes; holding it here lets the handler see ``tls_ready`` first.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.held: list[bytes | None] = []  # None: end of stream
+
+    def data_received(self, data: bytes) -> None:
+        self.held.append(data)
+
+    def eof_received(self) -> bool:
+        self.held.append(None)
+        return False
+
+    def pause_writing(self) -> None:
+        self.conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.conn.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.connection_lost(exc)
+
+
+class Connection(asyncio.BufferedProtocol):
     """One TCP connection: framing, handshake, flow control, graceful close.
 
     Methods without ``threadsafe`` in their name must be called on the connection's event
@@ -307,7 +344,14 @@ class Connection(asyncio.Protocol):
         # writes coalesced within one loop pass
         self._wbuf: list[bytes] = []
         self._wbuf_size = 0
+        self._flush_threshold = limits.flush_threshold
+        self._defer = bool(getattr(framer, "deferrable", False))
+        self._direct_ok = callable(getattr(framer, "get_buffer", None))
+        self._direct = False
+        self._max_send = framer.max_send_size() if self._defer else 0  # type: ignore[attr-defined]
         self._flush_pending = False
+        self._fast = False  # True only between a direct write and the end of that loop pass
+        self._fast_ok = False
         # flow control
         self._write_paused = False
         self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -372,8 +416,8 @@ class Connection(asyncio.Protocol):
         :meth:`drain` first if order matters. Close it when done.
         """
         sock = self.socket
-        if sock is None:
-            raise ConnectionClosed("the connection has no socket (closed)")
+        if sock is None or self.state == "closed":
+            raise ConnectionClosed("the connection has no socket (closed)", self.error)
         return socket.socket(fileno=os.dup(sock.fileno()))
 
     @property
@@ -405,12 +449,20 @@ class Connection(asyncio.Protocol):
         return default
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Always called on the loop's thread. Remember it: uvloop's loop has no _thread_id.
+        self._loop_thread_id = threading.get_ident()
         self._loop = loop
         self._ready = loop.create_future()
         self._closed = loop.create_future()
         self._ev = self._pm.event_hooks()
         if not self._ev.any:
             self._ev = None
+        self._fast_ok = (
+            self._defer and self._ev is None and self._max_send >= self._flush_threshold
+        )
+        done: asyncio.Future[None] = loop.create_future()
+        done.set_result(None)
+        self._done = done
 
     async def wait_ready(self) -> None:
         """Returns once the handshake is done; raises what ended the connection otherwise."""
@@ -419,8 +471,40 @@ class Connection(asyncio.Protocol):
 
     # ---------------------------------------------------------------- asyncio.Protocol
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # A framer that knows the rest of a large frame gets the bytes straight into the
+        # frame's own buffer (one copy fewer). Everything else is read into one buffer
+        # shared by every connection of this thread: buffer_updated() consumes it before
+        # the loop reads the next socket, so an idle connection holds no receive buffer.
+        if self._direct_ok and self.state == "open":
+            view = self._framer.get_buffer(sizehint)  # type: ignore[attr-defined]
+            if view is not None:
+                self._direct = True
+                return view  # type: ignore[no-any-return]
+        self._direct = False
+        shared = _shared.__dict__.get("view")
+        if shared is None:
+            shared = _shared.view = memoryview(bytearray(_SHARED_RECV_SIZE))
+        return shared  # type: ignore[no-any-return]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if not self._direct:
+            self.data_received(bytes(_shared.view[:nbytes]))
+            return
+        self._direct = False
+        try:
+            frames = self._framer.buffer_updated(nbytes)  # type: ignore[attr-defined]
+        except ProtocolError as exc:
+            if exc.frames:
+                self._deliver(exc.frames)
+            self._remote_error(exc)
+            return
+        if frames:
+            self._deliver(frames)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses: duck typing only.
+        transport = cast(asyncio.Transport, transport)
         if self._loop is None:
             self._attach(asyncio.get_running_loop())
         self._transport = transport
@@ -428,11 +512,12 @@ class Connection(asyncio.Protocol):
         self._extra.setdefault("peername", transport.get_extra_info("peername"))
         self._extra.setdefault("sockname", transport.get_extra_info("sockname"))
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            if self._nodelay:
-                try:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except OSError:  # pragma: no cover - some platforms refuse after connect
-                    pass
+            # Always set: asyncio and uvloop turn TCP_NODELAY on by themselves, so
+            # nodelay=False (Nagle) must clear it explicitly.
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(self._nodelay))
+            except OSError:  # pragma: no cover - some platforms refuse after connect
+                pass
         transport.set_write_buffer_limits(
             high=self.limits.write_high_water, low=self.limits.write_low_water
         )
@@ -496,11 +581,13 @@ class Connection(asyncio.Protocol):
         if keep_open and not self._is_tls:
             return True
         self.state = "closing"
+        self._fast = False
         self._flush()
         return False
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self._fast = False
 
     def resume_writing(self) -> None:
         self._write_paused = False
@@ -520,8 +607,21 @@ class Connection(asyncio.Protocol):
             return
         previous = self.state
         self.state = "closed"
+        self._fast = False
         if exc is not None and self.error is None:
             self.error = exc
+        # The handshake started and never completed (the stream is dropped once it does):
+        # whatever ended the connection is a handshake failure. With TLS the SSL layer
+        # reports a bad certificate here, before the handshake task sees its exception.
+        handshake_failed = self._hs_stream is not None
+        if handshake_failed and not isinstance(self.error, HandshakeError):
+            name = self._handshake.name if self._handshake is not None else "handshake"
+            cause = self.error
+            self.error = HandshakeError(
+                f"{name} handshake failed: "
+                + (str(cause) or repr(cause) if cause else "connection closed during the handshake")
+            )
+            self.error.__cause__ = cause
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
@@ -543,10 +643,10 @@ class Connection(asyncio.Protocol):
                 else ConnectionClosed("connection closed before it was ready", self.error)
             )
             self._ready.exception()  # retrieved: nobody may be waiting
-        if previous != "connecting" and (previous != "handshake" or self.error is None):
-            self._call_handler("connection_lost", self.error)
-        elif previous == "handshake":
+        if handshake_failed:
             self._call_handler("protocol_error", self.error)
+            self._call_handler("connection_lost", self.error)
+        elif previous != "connecting":
             self._call_handler("connection_lost", self.error)
         self._emit("polysock_connection_lost", ConnectionLost, reason=self.error)
         if self._closed is not None and not self._closed.done():
@@ -613,11 +713,13 @@ class Connection(asyncio.Protocol):
     async def _run_handshake(self) -> None:
         assert self._handshake is not None and self._hs_stream is not None
         handshake = self._handshake
+        # A timer rather than wait_for(): the timeout must be recorded as the reason before
+        # the abort, whose connection_lost can run before this task sees its cancellation.
+        timer = None
+        if self._handshake_timeout is not None:
+            timer = self._loop.call_later(self._handshake_timeout, self._handshake_timed_out)
         try:
-            if self._handshake_timeout is None:
-                await handshake.perform(self._hs_stream)
-            else:
-                await asyncio.wait_for(handshake.perform(self._hs_stream), self._handshake_timeout)
+            await handshake.perform(self._hs_stream)
         except asyncio.CancelledError:
             if self.state == "closed":
                 return
@@ -625,20 +727,29 @@ class Connection(asyncio.Protocol):
         except Exception as exc:
             if isinstance(exc, HandshakeError):
                 error = exc
-            elif isinstance(exc, asyncio.TimeoutError):
-                error = HandshakeError(
-                    f"{handshake.name} handshake did not finish within {self._handshake_timeout} s"
-                )
             else:
                 error = HandshakeError(f"{handshake.name} handshake failed: {exc!r}")
                 error.__cause__ = exc
-            if self.error is None:
-                self.error = error
-            self._emit("polysock_protocol_error", ProtocolErrorEvent, error=error)
-            self.abort()
+            self._handshake_failed(error)
             return
+        finally:
+            if timer is not None:
+                timer.cancel()
         if self.state == "handshake":
             self._become_ready(handshake.name)
+
+    def _handshake_failed(self, error: HandshakeError) -> None:
+        if self.error is None:
+            self.error = error
+            self._emit("polysock_protocol_error", ProtocolErrorEvent, error=error)
+        self.abort()
+
+    def _handshake_timed_out(self) -> None:
+        if self.state == "handshake" and self._handshake is not None:
+            self._handshake_failed(HandshakeError(
+                f"{self._handshake.name} handshake did not finish within "
+                f"{self._handshake_timeout} s"
+            ))
 
     def _remote_error(self, exc: ProtocolError) -> None:
         if self.error is None:
@@ -652,29 +763,44 @@ class Connection(asyncio.Protocol):
     def _raw_write(self, data: bytes) -> None:
         self._transport.write(data)
 
-    def _queue_bytes(self, data: bytes) -> None:
-        if self._flush_pending:
-            self._wbuf.append(data)
-            self._wbuf_size += len(data)
-            if self._wbuf_size >= self.limits.flush_threshold:
-                self._flush()
-                self._flush_pending = True  # the scheduled flush still runs
-        elif self.state == "handshake":
-            self._wbuf.append(data)
-            self._wbuf_size += len(data)
+    def _append_many(self, items: list[Buffer]) -> None:
+        """Queue a batch and hand it to the socket now (it is coalesced already)."""
+        if self._defer:
+            if items and max(map(len, items)) > self._max_send:
+                self._framer.frame_many(items)  # raises the framer's LocalProtocolError
+            self._wbuf.extend(items)  # type: ignore[arg-type]
+            self._wbuf_size += sum(map(len, items))
         else:
-            self._transport.write(data)
-            self._flush_pending = True
-            self._loop.call_soon(self._flush)
+            data = self._framer.frame_many(items)
+            self._wbuf.append(data)
+            self._wbuf_size += len(data)
+        self._flush_wbuf()
 
     def _flush(self) -> None:
         self._flush_pending = False
+        self._fast = False
+        self._flush_wbuf()
+
+    def _flush_wbuf(self) -> None:
+        # With a deferrable framer _wbuf holds payloads, framed here in one frame_many();
+        # otherwise it holds bytes framed at write time.
         wbuf = self._wbuf
-        if wbuf and self._transport is not None and not self._transport.is_closing():
+        if not wbuf or self.state == "handshake":
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._defer:
+            if len(wbuf) == 1 and self._wbuf_size >= _GATHER_MIN:
+                transport.writelines(self._framer.frame_pieces(wbuf.pop()))
+                self._wbuf_size = 0
+                return
+            data = self._framer.frame_many(wbuf)
+        else:
             data = wbuf[0] if len(wbuf) == 1 else b"".join(wbuf)
-            wbuf.clear()
-            self._wbuf_size = 0
-            self._transport.write(data)
+        wbuf.clear()
+        self._wbuf_size = 0
+        transport.write(data)
 
     def _set_reading(self, *, queue_paused: bool | None = None, user: bool | None = None) -> None:
         if queue_paused is not None:
@@ -714,19 +840,44 @@ class Connection(asyncio.Protocol):
     # ---------------------------------------------------------------- loop-thread API
 
     def write(self, payload: Buffer) -> None:
-        """Frame ``payload`` and queue it for sending (never blocks; see :meth:`drain`)."""
-        self._check_writable()
-        data = self._framer.frame(payload)
-        self._queue_bytes(data)
+        """Frame ``payload`` and queue it for sending (never blocks; see :meth:`drain`).
+
+        The first write of a loop pass goes to the socket at once; the following ones are
+        coalesced and written together at the end of the pass (or every
+        ``limits.flush_threshold`` bytes), so bursts cost one syscall, not one per message.
+        """
+        if self.state != "open" or self._eof_sent:
+            self._check_writable()
+        if self._defer:
+            size = len(payload)
+            if size > self._max_send:
+                self._framer.frame(payload)  # raises the framer's LocalProtocolError
+            unit: Buffer = payload
+        else:
+            unit = self._framer.frame(payload)
+            size = len(unit)
+        if self._flush_pending or self.state == "handshake":
+            self._wbuf.append(unit)  # type: ignore[arg-type]
+            self._wbuf_size += size
+            if self._wbuf_size >= self._flush_threshold:
+                self._flush_wbuf()
+        else:
+            if size >= _GATHER_MIN:
+                self._transport.writelines(self._framer.frame_pieces(payload))
+            else:
+                self._transport.write(self._framer.frame(payload) if self._defer else unit)
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+            # Until the end of this pass, send() may take the short path (see there).
+            self._fast = self._fast_ok and not self._write_paused and self.state == "open"
         if self._ev is not None:
             self._emit("polysock_message_sent", MessageSent, payload=bytes(payload))
 
     def write_many(self, payloads: Iterable[Buffer]) -> None:
-        """Frame a batch into one buffer and queue it: the fastest way to send many."""
+        """Frame a batch into one buffer and send it: the fastest way to send many."""
         self._check_writable()
         items = payloads if isinstance(payloads, list) else list(payloads)
-        data = self._framer.frame_many(items)
-        self._queue_bytes(data)
+        self._append_many(items)
         if self._ev is not None and self._ev.polysock_message_sent is not None:
             for payload in items:
                 self._emit("polysock_message_sent", MessageSent, payload=bytes(payload))
@@ -749,6 +900,7 @@ class Connection(asyncio.Protocol):
             raise LocalProtocolError("this transport cannot half-close (TLS): use close()")
         self._flush()
         self._eof_sent = True
+        self._fast = False
         self._transport.write_eof()
 
     def close(self, timeout: float | None = 10.0) -> asyncio.Future[None]:
@@ -763,16 +915,18 @@ class Connection(asyncio.Protocol):
             return self._closed
         if self._close_timer is None and timeout is not None:
             self._close_timer = self._loop.call_later(timeout, self._close_timed_out)
-        if self.state == "closing" and self._eof_sent:
-            return self._closed
+        if self.state == "closing" and (self._eof_sent or self._transport.is_closing()):
+            return self._closed  # FIN already sent, or aborted: a write_eof now would send FIN
         self._run_xq()
         self.state = "closing"
+        self._fast = False
         self._flush()
         transport = self._transport
         if self._peer_eof or not transport.can_write_eof():
             transport.close()  # flushes the transport's buffer first; TLS sends close_notify
         elif not self._eof_sent:
             self._eof_sent = True
+            self._fast = False
             transport.write_eof()
         if self._reading_paused and not self._discard_input:
             self._set_reading(queue_paused=False, user=False)  # must see the peer's FIN
@@ -783,6 +937,7 @@ class Connection(asyncio.Protocol):
         if self.state == "closed" or self._transport is None:
             return
         self.state = "closing"
+        self._fast = False
         sock = self._transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -821,16 +976,33 @@ class Connection(asyncio.Protocol):
         if not server_side and server_hostname is None and context.check_hostname:
             server_hostname = self._extra.get("polysock_host")
         self._flush()
-        new_transport = await self._loop.start_tls(
-            self._transport,
-            self,
-            context,
-            server_side=server_side,
-            server_hostname=server_hostname,
-            ssl_handshake_timeout=timeout,
-        )
-        if new_transport is None:  # pragma: no cover - the transport closed meanwhile
+        hold = _TLSUpgradeHold(self)
+        try:
+            new_transport = await self._loop.start_tls(
+                self._transport,
+                hold,
+                context,
+                server_side=server_side,
+                server_hostname=server_hostname,
+                ssl_handshake_timeout=timeout,
+            )
+        except BaseException as exc:
+            # The SSL layer owns the socket now and does not always report its loss to us
+            # (asyncio does not while the TLS handshake runs): close it and report it here;
+            # a later report from the SSL layer finds the connection closed and is ignored.
+            self._transport.abort()
+            reason = exc if isinstance(exc, Exception) else None
+            self._loop.call_soon(self.connection_lost, reason)
+            raise
+        if new_transport is None or new_transport.is_closing():
+            # Closed (or aborted) during the TLS handshake: asyncio returns None, uvloop a
+            # closed transport, and neither reports the loss to us.
+            self._loop.call_soon(self.connection_lost, None)
             raise ConnectionClosed("connection closed during the TLS handshake", self.error)
+        new_transport.set_write_buffer_limits(
+            high=self.limits.write_high_water, low=self.limits.write_low_water
+        )
+        new_transport.set_protocol(self)
         self._transport = new_transport  # type: ignore[assignment]
         self._is_tls = True
         self._reading_paused = False
@@ -838,6 +1010,13 @@ class Connection(asyncio.Protocol):
             self._set_reading()
         if self.state == "open":
             self._call_handler("tls_ready")
+        for data in hold.held:  # what arrived over TLS before we got here, in order
+            if self.state == "closed":
+                break
+            if data is None:
+                self.eof_received()
+            else:
+                self.data_received(data)
 
     # ---------------------------------------------------------------- async API
 
@@ -849,11 +1028,36 @@ class Connection(asyncio.Protocol):
             )
         return queue
 
-    async def send(self, payload: Buffer) -> None:
-        """Send one message; waits while the peer is not keeping up (backpressure)."""
+    def send(self, payload: Buffer) -> Awaitable[None]:
+        """Send one message: ``await conn.send(msg)``; the await waits only while the peer
+        is not keeping up (backpressure). The message is queued before the await, in order.
+
+        A plain method returning an awaitable, not a coroutine: the usual case (room in the
+        buffer) costs no coroutine object and no task switch.
+        """
+        if self._fast:
+            # Open, not paused, no event observers, a deferrable framer and a flush
+            # already scheduled for this pass: queue the payload, nothing else to decide.
+            self._wbuf.append(payload)  # type: ignore[arg-type]
+            self._wbuf_size += len(payload)
+            if self._wbuf_size < self._flush_threshold:
+                return self._done
+            return self._send_overflow()
         self.write(payload)
         if self._write_paused:
-            await self.drain()
+            return self.drain()
+        return self._done
+
+    def _send_overflow(self) -> Awaitable[None]:
+        last = self._wbuf[-1]
+        if len(last) > self._max_send:
+            self._wbuf.pop()
+            self._wbuf_size -= len(last)
+            self._framer.frame(last)  # raises the framer's LocalProtocolError
+        self._flush_wbuf()
+        if self._write_paused:
+            return self.drain()
+        return self._done
 
     async def send_many(self, payloads: Iterable[Buffer]) -> None:
         """Send a batch of messages in one buffer; waits while the peer is not keeping up."""
@@ -868,7 +1072,9 @@ class Connection(asyncio.Protocol):
         while True:
             if queue.messages:
                 msg = queue.messages.popleft()
-                queue.taken(self, len(msg))
+                queue.size -= len(msg)
+                if queue.paused:
+                    queue.taken(self, 0)
                 return msg
             if queue.ended:
                 raise queue.end_error()
@@ -955,7 +1161,7 @@ class Connection(asyncio.Protocol):
 
     def _wait_for_room(self, timeout: float | None) -> None:
         # called with self._xcond held
-        if threading.get_ident() == getattr(self._loop, "_thread_id", None):
+        if threading.get_ident() == self._loop_thread_id:
             return  # never block the loop thread: it is the one that makes room
         deadline = None if timeout is None else self._loop.time() + timeout
         self._xq_waiting += 1
@@ -1000,16 +1206,14 @@ class Connection(asyncio.Protocol):
             log.debug("polysock: %r: dropping %d messages sent after close", self, len(batch))
             return
         try:
-            data = self._framer.frame_many(batch)
+            self._append_many(batch)  # type: ignore[arg-type]
         except LocalProtocolError:
-            # Find the culprit without losing the good ones before it.
+            # Find the culprit without losing the good ones around it.
             for payload in batch:
                 try:
-                    self._queue_bytes(self._framer.frame(payload))
+                    self._append_many([payload])
                 except LocalProtocolError:
                     log.exception("polysock: %r: message dropped", self)
-            return
-        self._queue_bytes(data)
         if self._ev is not None and self._ev.polysock_message_sent is not None:
             for payload in batch:
                 self._emit("polysock_message_sent", MessageSent, payload=payload)

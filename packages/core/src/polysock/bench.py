@@ -1,0 +1,504 @@
+"""The polysock benchmark: the core's async API against a raw blocking-socket baseline.
+
+Run ``polysock bench`` (or ``python -m polysock.bench``). Every measurement starts a server
+process and a client process on loopback; the raw baseline and polysock run in the same
+invocation, several times each, and the table shows medians and the ratio polysock / raw, so
+that a noisy machine moves both sides alike.
+
+Workloads (both sides frame with a 4-byte big-endian length prefix):
+
+W1  32-byte messages one way: the client sends N, the server acknowledges the last; msgs/s.
+    Raw: one ``sendall`` per message, the server ``recv_into`` header then body.
+W2  32-byte ping-pong, both processes pinned to one CPU; round trips/s, p50 and p99 latency.
+W3  64 messages of 1 MiB one way; MB/s.
+W4  200 connections x 200 round trips against one server; round trips/s and the server's
+    peak RSS. Raw: a thread per connection on both sides (the classic blocking design).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import resource
+import socket
+import statistics
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection as Pipe
+from typing import Any
+
+HEADER = struct.Struct(">I")
+ACK = b"!"
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    title: str
+    unit: str
+    target: float  # minimum ratio polysock / raw
+    params: dict[str, int] = field(default_factory=dict)
+    pin_one_cpu: bool = False
+
+
+WORKLOADS: dict[str, Workload] = {
+    "W1": Workload("W1", "32 B one way", "msg/s", 15.0, {"n": 400_000, "size": 32}),
+    "W2": Workload("W2", "32 B ping-pong, 1 CPU", "rt/s", 0.9, {"n": 20_000, "size": 32}, True),
+    "W3": Workload("W3", "64 x 1 MiB one way", "MB/s", 0.9, {"n": 64, "size": 1 << 20}),
+    "W4": Workload("W4", "200 conns x 200 rt", "rt/s", 1.2, {"conns": 200, "n": 200, "size": 32}),
+}
+QUICK_SCALE = {"W1": 0.25, "W2": 0.25, "W3": 0.5, "W4": 0.25}
+
+
+def _peak_rss_kib() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform != "darwin" else rss // 1024)
+
+
+def _pin(enabled: bool) -> None:
+    if enabled and hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[0]})
+
+
+# ==================================================================== raw baseline
+
+
+def _recv_exact(sock: socket.socket, view: memoryview, n: int) -> None:
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:n], n - got)
+        if not k:
+            raise ConnectionError("peer closed")
+        got += k
+
+
+def _raw_recv_msg(sock: socket.socket, hdr: memoryview, body: memoryview) -> int:
+    _recv_exact(sock, hdr, 4)
+    (n,) = HEADER.unpack(hdr)
+    _recv_exact(sock, body, n)
+    return n
+
+
+def _raw_listener() -> socket.socket:
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(512)
+    return lsock
+
+
+def _raw_connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _raw_echo(sock: socket.socket, size: int) -> None:
+    hdr = memoryview(bytearray(4))
+    body = memoryview(bytearray(max(size, 1)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with sock:
+        while True:
+            try:
+                n = _raw_recv_msg(sock, hdr, body)
+            except ConnectionError:
+                return
+            sock.sendall(HEADER.pack(n) + body[:n])
+
+
+def raw_server(wl: Workload, p: dict[str, int], pipe: Pipe) -> None:
+    lsock = _raw_listener()
+    pipe.send(lsock.getsockname()[1])
+    size = p["size"]
+    if wl.key in ("W1", "W3"):
+        sock, _ = lsock.accept()
+        hdr = memoryview(bytearray(4))
+        body = memoryview(bytearray(size))
+        for _ in range(p["n"]):
+            _raw_recv_msg(sock, hdr, body)
+        sock.sendall(HEADER.pack(1) + ACK)
+        sock.recv(1)
+        sock.close()
+    elif wl.key == "W2":
+        sock, _ = lsock.accept()
+        _raw_echo(sock, size)
+    else:
+        threads = []
+        for _ in range(p["conns"]):
+            sock, _ = lsock.accept()
+            t = threading.Thread(target=_raw_echo, args=(sock, size))
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join()
+    lsock.close()
+    pipe.send({"server_rss_kib": _peak_rss_kib()})
+
+
+def raw_client(wl: Workload, p: dict[str, int], port: int) -> dict[str, Any]:
+    size = p["size"]
+    payload = b"x" * size
+    framed = HEADER.pack(size) + payload
+    hdr = memoryview(bytearray(4))
+    body = memoryview(bytearray(max(size, 1)))
+    if wl.key in ("W1", "W3"):
+        sock = _raw_connect(port)
+        n = p["n"]
+        t0 = time.perf_counter()
+        if wl.key == "W1":
+            for _ in range(n):
+                sock.sendall(framed)
+        else:
+            for _ in range(n):
+                sock.sendall(HEADER.pack(size))
+                sock.sendall(payload)
+        _raw_recv_msg(sock, hdr, body)
+        elapsed = time.perf_counter() - t0
+        sock.close()
+        return {"elapsed": elapsed, "count": n, "bytes": n * size}
+    if wl.key == "W2":
+        sock = _raw_connect(port)
+        n = p["n"]
+        lat = []
+        clock = time.perf_counter
+        t0 = clock()
+        for _ in range(n):
+            t = clock()
+            sock.sendall(framed)
+            _raw_recv_msg(sock, hdr, body)
+            lat.append(clock() - t)
+        elapsed = clock() - t0
+        sock.close()
+        return {"elapsed": elapsed, "count": n, "latencies": lat}
+    # W4: a thread per connection
+    n = p["n"]
+    conns = p["conns"]
+    socks = [_raw_connect(port) for _ in range(conns)]
+    start = threading.Barrier(conns + 1)
+
+    def worker(sock: socket.socket) -> None:
+        h = memoryview(bytearray(4))
+        b = memoryview(bytearray(max(size, 1)))
+        start.wait()
+        for _ in range(n):
+            sock.sendall(framed)
+            _raw_recv_msg(sock, h, b)
+        sock.close()
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in socks]
+    for t in threads:
+        t.start()
+    t0 = time.perf_counter()
+    start.wait()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    return {"elapsed": elapsed, "count": n * conns}
+
+
+# ==================================================================== polysock
+
+
+async def core_server(wl: Workload, p: dict[str, int], pipe: Pipe) -> None:
+    import polysock
+
+    done = asyncio.get_running_loop().create_future()
+    finished = 0
+    expected = p.get("conns", 1)
+
+    async def one_way(conn: polysock.Connection) -> None:
+        remaining = p["n"]
+        while remaining > 0:
+            remaining -= len(await conn.recv_batch())
+        await conn.send(ACK)
+        await _until_closed(conn)
+
+    async def echo(conn: polysock.Connection) -> None:
+        try:
+            while True:
+                batch = await conn.recv_batch()
+                await conn.send_many(batch)
+        except polysock.ConnectionClosed:
+            pass
+
+    async def session(conn: polysock.Connection) -> None:
+        nonlocal finished
+        try:
+            await (one_way(conn) if wl.key in ("W1", "W3") else echo(conn))
+        finally:
+            finished += 1
+            if finished == expected and not done.done():
+                done.set_result(None)
+
+    server = await polysock.serve(session, "127.0.0.1", 0, backlog=512)
+    pipe.send(server.port)
+    await done
+    await server.aclose()
+    pipe.send({"server_rss_kib": _peak_rss_kib()})
+
+
+async def _until_closed(conn: Any) -> None:
+    import polysock
+
+    try:
+        while True:
+            await conn.recv_batch()
+    except polysock.ConnectionClosed:
+        pass
+
+
+async def core_client(wl: Workload, p: dict[str, int], port: int) -> dict[str, Any]:
+    import polysock
+
+    size = p["size"]
+    payload = b"x" * size
+    if wl.key in ("W1", "W3"):
+        conn = await polysock.connect("127.0.0.1", port)
+        n = p["n"]
+        t0 = time.perf_counter()
+        send = conn.send
+        for _ in range(n):
+            await send(payload)
+        await conn.recv()
+        elapsed = time.perf_counter() - t0
+        await conn.close()
+        return {"elapsed": elapsed, "count": n, "bytes": n * size}
+    if wl.key == "W2":
+        conn = await polysock.connect("127.0.0.1", port)
+        n = p["n"]
+        lat = []
+        clock = time.perf_counter
+        send, recv = conn.send, conn.recv
+        t0 = clock()
+        for _ in range(n):
+            t = clock()
+            await send(payload)
+            await recv()
+            lat.append(clock() - t)
+        elapsed = clock() - t0
+        await conn.close()
+        return {"elapsed": elapsed, "count": n, "latencies": lat}
+    n = p["n"]
+    conns = await asyncio.gather(
+        *(polysock.connect("127.0.0.1", port) for _ in range(p["conns"]))
+    )
+
+    async def worker(conn: polysock.Connection) -> None:
+        for _ in range(n):
+            await conn.send(payload)
+            await conn.recv()
+        await conn.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in conns))
+    elapsed = time.perf_counter() - t0
+    return {"elapsed": elapsed, "count": n * p["conns"]}
+
+
+# ==================================================================== process plumbing
+
+
+def _run_async(coro: Any) -> Any:
+    from .runtime import new_event_loop
+
+    loop = new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+def _server_main(impl: str, key: str, p: dict[str, int], pipe: Pipe) -> None:
+    wl = WORKLOADS[key]
+    _pin(wl.pin_one_cpu)
+    if impl == "raw":
+        raw_server(wl, p, pipe)
+    else:
+        _run_async(core_server(wl, p, pipe))
+
+
+def _client_main(impl: str, key: str, p: dict[str, int], port: int, pipe: Pipe) -> None:
+    wl = WORKLOADS[key]
+    _pin(wl.pin_one_cpu)
+    if impl == "raw":
+        result = raw_client(wl, p, port)
+    else:
+        result = _run_async(core_client(wl, p, port))
+    pipe.send(result)
+
+
+def _recv(pipe: Pipe, timeout: float, what: str) -> Any:
+    if not pipe.poll(timeout):
+        raise TimeoutError(f"benchmark {what} did not answer within {timeout} s")
+    return pipe.recv()
+
+
+def run_once(impl: str, key: str, p: dict[str, int], timeout: float = 120.0) -> dict[str, Any]:
+    """One measurement: a server process and a client process; returns the figures."""
+    ctx = mp.get_context("spawn")
+    s_parent, s_child = ctx.Pipe()
+    c_parent, c_child = ctx.Pipe()
+    server = ctx.Process(target=_server_main, args=(impl, key, p, s_child), daemon=True)
+    server.start()
+    client = None
+    try:
+        port = _recv(s_parent, 30, f"{impl} server")
+        client = ctx.Process(target=_client_main, args=(impl, key, p, port, c_child), daemon=True)
+        client.start()
+        result: dict[str, Any] = _recv(c_parent, timeout, f"{impl} client")
+        result.update(_recv(s_parent, 30, f"{impl} server"))
+        return result
+    finally:
+        for proc in (client, server):
+            if proc is not None:
+                proc.join(10)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(5)
+
+
+def _figure(key: str, result: dict[str, Any]) -> float:
+    if key == "W3":
+        return result["bytes"] / result["elapsed"] / 1e6
+    return result["count"] / result["elapsed"]
+
+
+@dataclass
+class Row:
+    key: str
+    title: str
+    unit: str
+    target: float
+    raw: float
+    core: float
+    extra: dict[str, Any]
+
+    @property
+    def ratio(self) -> float:
+        return self.core / self.raw if self.raw else float("inf")
+
+    @property
+    def ok(self) -> bool:
+        return self.ratio >= self.target
+
+
+def run(
+    keys: list[str],
+    runs: int = 3,
+    quick: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> list[Row]:
+    rows = []
+    for key in keys:
+        wl = WORKLOADS[key]
+        p = dict(wl.params)
+        if quick:
+            p["n"] = max(1, int(p["n"] * QUICK_SCALE[key]))
+        figures: dict[str, list[float]] = {"raw": [], "core": []}
+        extra: dict[str, list[float]] = {}
+        for i in range(runs):
+            for impl in ("raw", "core"):  # interleaved: drift hits both alike
+                if progress:
+                    progress(f"{key} {wl.title}: run {i + 1}/{runs}, {impl}")
+                result = run_once(impl, key, p)
+                figures[impl].append(_figure(key, result))
+                if "latencies" in result:
+                    lat = sorted(result["latencies"])
+                    extra.setdefault(f"{impl}_p50_us", []).append(lat[len(lat) // 2] * 1e6)
+                    extra.setdefault(f"{impl}_p99_us", []).append(lat[int(len(lat) * 0.99)] * 1e6)
+                if key == "W4":
+                    extra.setdefault(f"{impl}_server_rss_mib", []).append(
+                        result["server_rss_kib"] / 1024
+                    )
+        rows.append(
+            Row(
+                key, wl.title, wl.unit, wl.target,
+                statistics.median(figures["raw"]), statistics.median(figures["core"]),
+                {k: round(statistics.median(v), 1) for k, v in extra.items()},
+            )
+        )
+    return rows
+
+
+def loop_name() -> str:
+    from .runtime import new_event_loop
+
+    loop = new_event_loop()
+    try:
+        return type(loop).__module__.split(".")[0]
+    finally:
+        loop.close()
+
+
+def format_table(rows: list[Row], runs: int) -> str:
+    lines = [
+        f"polysock bench: medians of {runs} runs, server and client in separate processes, "
+        f"loop={loop_name()}, python {sys.version.split()[0]}",
+        "",
+        "| workload | unit | raw socket | polysock | ratio | target | ok | notes |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        notes = ", ".join(f"{k}={v}" for k, v in r.extra.items())
+        lines.append(
+            f"| {r.key} {r.title} | {r.unit} | {r.raw:,.0f} | {r.core:,.0f} | "
+            f"{r.ratio:.2f}x | >= {r.target}x | {'yes' if r.ok else 'NO'} | {notes} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="polysock bench", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-w", "--workloads", default="W1,W2,W3,W4",
+                        help="comma-separated subset of W1,W2,W3,W4 (default: all)")
+    parser.add_argument("-r", "--runs", type=int, default=3, help="runs per side (median)")
+    parser.add_argument("--quick", action="store_true", help="smaller message counts")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when a ratio misses its target")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    keys = [k.strip().upper() for k in args.workloads.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in WORKLOADS]
+    if unknown:
+        print(f"polysock bench: unknown workload(s) {', '.join(unknown)}", file=sys.stderr)
+        return 2
+
+    def progress(line: str) -> None:
+        if sys.stderr.isatty():
+            print(f"\r\033[K{line}", end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    rows = run(keys, runs=args.runs, quick=args.quick, progress=progress)
+    if sys.stderr.isatty():
+        print("\r\033[K", end="", file=sys.stderr)
+    if args.json:
+        print(json.dumps(
+            {"loop": loop_name(), "python": sys.version.split()[0], "runs": args.runs,
+             "results": [{"workload": r.key, "title": r.title, "unit": r.unit, "raw": r.raw,
+                          "polysock": r.core, "ratio": r.ratio, "target": r.target,
+                          "ok": r.ok, **r.extra} for r in rows]},
+            indent=2,
+        ))
+    else:
+        print(format_table(rows, args.runs))
+    return 1 if args.check and not all(r.ok for r in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
