@@ -812,6 +812,50 @@ def test_events_message_received_once_per_frame_not_per_chunk():
     ]
 
 
+def test_events_message_received_comes_after_the_handler_got_the_frame():
+    log: list = []
+
+    class Observer:
+        @hookimpl
+        def polysock_message_received(self, event):
+            log.append(("event", event.payload))
+
+        @hookimpl
+        def polysock_connection_lost(self, event):
+            if event.connection.role == "server":
+                log.append(("lost", None))
+
+    class Handler(polysock.Handler):
+        def messages_received(self, conn, messages):
+            log.append(("handler", list(messages)))
+
+    pm = manager(Observer())
+    payloads = [b"p%d" % i for i in range(10)]
+
+    async def main():
+        server = await polysock.serve(None, HOST, 0, handler_factory=Handler, plugin_manager=pm)
+        async with server:
+            client = await polysock.connect(HOST, server.port, plugin_manager=pm, timeout=WAIT)
+            await client.send_many(payloads)
+            await wait_until(
+                lambda: sum(1 for kind, _ in log if kind == "event") == len(payloads),
+                "every event",
+            )
+            await asyncio.wait_for(client.close(), WAIT)
+            await wait_until(lambda: ("lost", None) in log, "the server side to close")
+
+    run(main())
+    # Each batch handed to the handler is followed by one event per frame of that batch.
+    expected: list = []
+    for kind, value in log:
+        if kind == "handler":
+            expected.append((kind, value))
+            expected.extend(("event", frame) for frame in value)
+    expected.append(("lost", None))
+    assert log == expected
+    assert [frame for kind, value in log if kind == "handler" for frame in value] == payloads
+
+
 def test_events_protocol_error_then_connection_lost_with_the_error():
     recorder = Recorder()
     pm = manager(recorder)
@@ -1035,3 +1079,26 @@ def test_events_classes_match_the_hooks():
         assert dataclasses.is_dataclass(cls)
         assert cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
         assert "connection" in {f.name for f in dataclasses.fields(cls)}
+
+
+def test_misspelled_hook_in_code_registered_plugin_fails_at_first_lookup():
+    class Typo:
+        @hookimpl
+        def polysock_add_framer(self):  # the hook is polysock_add_framers
+            return {"x": object}
+
+    pm = manager()
+    pm.register(Typo(), name="typo")
+    with pytest.raises(pluggy.PluginValidationError, match="polysock_add_framer"):
+        pm.framer_factory("raw")
+
+
+def test_single_flavour_instead_of_a_list_is_a_plugin_error():
+    class One:
+        @hookimpl
+        def polysock_add_flavours(self):
+            return Flavour("solo")
+
+    pm = manager(One())
+    with pytest.raises(PluginError, match="must return a list"):
+        pm.flavour("solo")

@@ -487,12 +487,22 @@ def test_send_threadsafe_after_close_raises(lt: LoopThread) -> None:
 def test_send_threadsafe_after_the_loop_stopped_raises(loop_kind: str, monkeypatch: Any) -> None:
     if loop_kind == "asyncio":
         monkeypatch.setenv("POLYSOCK_NO_UVLOOP", "1")
+    else:
+        monkeypatch.delenv("POLYSOCK_NO_UVLOOP", raising=False)
     own = LoopThread(name="short-lived")
     peer = RawPeer()
     try:
         conn = connect_to_raw(own, peer)
+
+        def release_socket_behind_the_connections_back() -> None:
+            # The connection stays "open": only the loop being gone can stop the send.
+            conn.transport.set_protocol(asyncio.Protocol())
+            conn.transport.close()
+
+        own.call(release_socket_behind_the_connections_back, timeout=5)
         own.stop()
-        with pytest.raises(ConnectionClosed):
+        assert conn.state == "open"
+        with pytest.raises(ConnectionClosed, match="event loop is closed"):
             conn.send_threadsafe(b"nobody runs the loop")
     finally:
         own.stop()

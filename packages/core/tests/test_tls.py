@@ -305,6 +305,34 @@ def test_client_rejects_a_bad_certificate_and_the_server_is_fine(
     run(main())
 
 
+def test_tls_failure_is_reported_once_per_side_to_event_hooks(
+    run: Any, server_ctx: ssl.SSLContext, untrusting_ctx: ssl.SSLContext
+) -> None:
+    events: list[tuple[str, int, BaseException]] = []
+
+    class Observer:
+        @hookimpl
+        def polysock_protocol_error(self, event: Any) -> None:
+            events.append((event.connection.role, event.connection.id, event.error))
+
+    manager = PluginManager(builtins_only=True)
+    manager.register(Observer(), name="observer")
+
+    async def main() -> None:
+        async with await polysock.serve(echo, HOST, ssl=server_ctx, plugin_manager=manager) as srv:
+            with pytest.raises(HandshakeError):
+                await polysock.connect(
+                    "localhost", srv.port, ssl=untrusting_ctx, plugin_manager=manager, timeout=10
+                )
+            assert await _until(lambda: not srv.connections)
+            assert await _until(lambda: len({role for role, _, _ in events}) == 2)
+
+    run(main())
+    roles = sorted(role for role, _, _ in events)
+    assert roles == ["client", "server"], events  # once per side, never twice
+    assert all(isinstance(error, HandshakeError) for _, _, error in events)
+
+
 def test_plain_client_to_tls_server(
     run: Any, server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
 ) -> None:
@@ -552,10 +580,14 @@ def test_start_tls_failure_closes_the_connection(
     run: Any, server_ctx: ssl.SSLContext, untrusting_ctx: ssl.SSLContext
 ) -> None:
     async def main() -> None:
+        server_end: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
         async def session(conn: polysock.Connection) -> None:
             await conn.recv()
             with contextlib.suppress(ssl.SSLError, ConnectionError, OSError):
                 await conn.start_tls(server_ctx)
+            await conn.close()  # harmless after a failed upgrade
+            server_end.set_result(conn.state)
 
         async with await polysock.serve(session, HOST) as srv:
             rec = Recorder()
@@ -566,6 +598,9 @@ def test_start_tls_failure_closes_the_connection(
             await asyncio.wait_for(conn.wait_closed(), 10)
             assert conn.state == "closed"
             assert rec.names[-1] == "lost" and rec.arg("lost") is not None
+            # The reason is the TLS error itself (Kamaelia's makessl reports it as is).
+            assert isinstance(rec.arg("lost"), (ssl.SSLError, ConnectionError, OSError))
+            assert await asyncio.wait_for(server_end, 10) == "closed"
             assert await _until(lambda: not srv.connections)
 
     run(main())

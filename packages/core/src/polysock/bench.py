@@ -84,7 +84,7 @@ def _raw_recv_msg(sock: socket.socket, hdr: memoryview, body: memoryview) -> int
     _recv_exact(sock, hdr, 4)
     (n,) = HEADER.unpack(hdr)
     _recv_exact(sock, body, n)
-    return n
+    return int(n)
 
 
 def _raw_listener() -> socket.socket:
@@ -194,12 +194,12 @@ def raw_client(wl: Workload, p: dict[str, int], port: int) -> dict[str, Any]:
         sock.close()
 
     threads = [threading.Thread(target=worker, args=(s,)) for s in socks]
-    for t in threads:
-        t.start()
+    for th in threads:
+        th.start()
     t0 = time.perf_counter()
     start.wait()
-    for t in threads:
-        t.join()
+    for th in threads:
+        th.join()
     elapsed = time.perf_counter() - t0
     return {"elapsed": elapsed, "count": n * conns}
 
@@ -328,10 +328,7 @@ def _server_main(impl: str, key: str, p: dict[str, int], pipe: Pipe) -> None:
 def _client_main(impl: str, key: str, p: dict[str, int], port: int, pipe: Pipe) -> None:
     wl = WORKLOADS[key]
     _pin(wl.pin_one_cpu)
-    if impl == "raw":
-        result = raw_client(wl, p, port)
-    else:
-        result = _run_async(core_client(wl, p, port))
+    result = raw_client(wl, p, port) if impl == "raw" else _run_async(core_client(wl, p, port))
     pipe.send(result)
 
 
@@ -367,8 +364,8 @@ def run_once(impl: str, key: str, p: dict[str, int], timeout: float = 120.0) -> 
 
 def _figure(key: str, result: dict[str, Any]) -> float:
     if key == "W3":
-        return result["bytes"] / result["elapsed"] / 1e6
-    return result["count"] / result["elapsed"]
+        return float(result["bytes"] / result["elapsed"] / 1e6)
+    return float(result["count"] / result["elapsed"])
 
 
 @dataclass

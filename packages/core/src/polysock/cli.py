@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plugins)
     p = sub.add_parser("bench", help="benchmark against a raw-socket baseline")
     bench.add_arguments(p)
-    p.set_defaults(func=lambda a: bench.run_from_args(a))
+    p.set_defaults(func=bench.run_from_args)
     return parser
 
 

@@ -54,7 +54,9 @@ class FrameTooLarge(RemoteProtocolError):
     bytes seen so far without a frame end (a lower bound of the real size).
     """
 
-    def __init__(self, limit: int, size: int, *, detail: str = "", frames: list[bytes] | None = None):
+    def __init__(
+        self, limit: int, size: int, *, detail: str = "", frames: list[bytes] | None = None
+    ):
         self.limit = limit
         self.size = size
         what = detail or f"a frame of {size} bytes"

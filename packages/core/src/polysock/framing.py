@@ -59,6 +59,17 @@ class Framer(Protocol):
     def frame_many(self, payloads: Iterable[Buffer]) -> bytes: ...
 
 
+@runtime_checkable
+class DeferrableFramer(Framer, Protocol):
+    """A framer whose ``deferrable`` is true also offers these (see :class:`BaseFramer`)."""
+
+    deferrable: bool
+
+    def max_send_size(self) -> int: ...
+
+    def frame_pieces(self, payload: Buffer) -> list[Buffer]: ...
+
+
 class BaseFramer:
     """Shared plumbing: a batch ``frame_many`` and the end-of-stream bookkeeping.
 
@@ -151,7 +162,7 @@ class DelimiterFramer(BaseFramer):
 
     def __init__(
         self,
-        delimiter: bytes = b"\n",
+        delimiter: bytes | str = b"\n",
         *,
         strip: bool = True,
         at_eof: TailPolicy = "error",
@@ -191,7 +202,9 @@ class DelimiterFramer(BaseFramer):
             buf += data
             if buf.find(d, start) < 0:
                 if len(buf) > self._tail_limit:
-                    raise FrameTooLarge(self.max_frame_size, len(buf), detail=self._detail(len(buf)))
+                    raise FrameTooLarge(
+                        self.max_frame_size, len(buf), detail=self._detail(len(buf))
+                    )
                 return []
             data = bytes(buf)
             buf.clear()
@@ -267,7 +280,7 @@ class DelimiterFramer(BaseFramer):
         if max(map(len, items)) > self.max_frame_size or self.escape_check:
             return b"".join(map(self.frame, items))
         d = self.delimiter
-        return d.join(items) + d  # type: ignore[arg-type]
+        return d.join(items) + d
 
 
 _LENGTH_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
@@ -306,7 +319,8 @@ class LengthPrefixFramer(BaseFramer):
         self.byteorder = byteorder
         self.magic = bytes(magic)
         self._header = struct.Struct(
-            ("<" if byteorder == "little" else ">") + f"{len(self.magic)}s{_LENGTH_CODES[length_size]}"
+            ("<" if byteorder == "little" else ">")
+            + f"{len(self.magic)}s{_LENGTH_CODES[length_size]}"
         )
         self._length = struct.Struct(
             ("<" if byteorder == "little" else ">") + _LENGTH_CODES[length_size]
@@ -431,7 +445,9 @@ class LengthPrefixFramer(BaseFramer):
                 raise self._bad_magic(data[off : off + ml], out)
             (size,) = unpack(data, off + ml)
             if size > limit:
-                raise FrameTooLarge(limit, size, detail=f"a frame declaring {size} bytes", frames=out)
+                raise FrameTooLarge(
+                    limit, size, detail=f"a frame declaring {size} bytes", frames=out
+                )
             end = off + hs + size
             if end > n:
                 self._pending = True
@@ -518,10 +534,10 @@ class LengthPrefixFramer(BaseFramer):
         if largest == min(sizes):
             # All the same size: one header between all of them, joined in C.
             header = self._header.pack(self.magic, largest)
-            return header + header.join(items)  # type: ignore[arg-type]
+            return header + header.join(items)
         if self.magic:
             magic = self.magic
             headers: Iterable[bytes] = (self._header.pack(magic, s) for s in sizes)
         else:
             headers = map(self._length.pack, sizes)
-        return b"".join(chain.from_iterable(zip(headers, items)))
+        return b"".join(chain.from_iterable(zip(headers, items, strict=True)))

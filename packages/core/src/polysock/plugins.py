@@ -12,12 +12,12 @@ distribution, version and error, so a broken flavour never takes the others down
 from __future__ import annotations
 
 import builtins
-import importlib.metadata as metadata
 import os
 import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib import metadata
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -152,10 +152,16 @@ class PluginManager(pluggy.PluginManager):
             return
         strict = _env_flag("POLYSOCK_STRICT_PLUGINS")
         disabled = {
-            n.strip() for n in os.environ.get("POLYSOCK_DISABLE_PLUGINS", "").split(",") if n.strip()
+            n.strip()
+            for n in os.environ.get("POLYSOCK_DISABLE_PLUGINS", "").split(",")
+            if n.strip()
         }
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            if ep.name in disabled or self.get_plugin(ep.name) is not None or self.is_blocked(ep.name):
+            if (
+                ep.name in disabled
+                or self.get_plugin(ep.name) is not None
+                or self.is_blocked(ep.name)
+            ):
                 continue
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else None
@@ -184,6 +190,10 @@ class PluginManager(pluggy.PluginManager):
         reg = self._registry
         if reg is None:
             with self._lock:
+                # First use after (re)registration: every plugin that adds hook specs is in,
+                # so an implementation of an unknown (misspelled) hook in a plugin registered
+                # in code fails here, loudly, instead of never being called.
+                self.check_pending()
                 reg = self._registry = _Registry(
                     framers=self._collect("polysock_add_framers", "framer"),
                     handshakes=self._collect("polysock_add_handshakes", "handshake"),
@@ -222,7 +232,8 @@ class PluginManager(pluggy.PluginManager):
             for name, factory in mapping.items():
                 if name in merged:
                     raise PluginError(
-                        f"{kind} {name!r} is registered twice: by {self._describe(merged[name][1])} "
+                        f"{kind} {name!r} is registered twice: "
+                        f"by {self._describe(merged[name][1])} "
                         f"and by {self._describe(plugin_name)}; uninstall one of them or set "
                         f"POLYSOCK_DISABLE_PLUGINS={plugin_name}"
                     )
@@ -236,6 +247,11 @@ class PluginManager(pluggy.PluginManager):
     def _collect_flavours(self) -> dict[str, tuple[Flavour, str]]:
         merged: dict[str, tuple[Flavour, str]] = {}
         for plugin_name, flavours in self._results("polysock_add_flavours"):
+            if isinstance(flavours, Flavour) or not isinstance(flavours, (builtins.list, tuple)):
+                raise PluginError(
+                    f"{self._describe(plugin_name)}: polysock_add_flavours() must return a list "
+                    f"of Flavour objects, not {type(flavours).__name__}"
+                )
             for flavour in flavours:
                 if not isinstance(flavour, Flavour):
                     raise PluginError(
@@ -318,7 +334,9 @@ class PluginManager(pluggy.PluginManager):
                     distribution=dist,
                     version=version,
                     framers=tuple(sorted(n for n, (_, p) in reg.framers.items() if p == name)),
-                    handshakes=tuple(sorted(n for n, (_, p) in reg.handshakes.items() if p == name)),
+                    handshakes=tuple(
+                        sorted(n for n, (_, p) in reg.handshakes.items() if p == name)
+                    ),
                     flavours=tuple(sorted(n for n, (_, p) in reg.flavours.items() if p == name)),
                 )
             )
@@ -375,6 +393,6 @@ def unregister(plugin: object | None = None, name: str | None = None) -> Any:
     return get_plugin_manager().unregister(plugin, name)
 
 
-def list() -> builtins.list[PluginInfo]:  # noqa: A001 - the documented public name
+def list() -> builtins.list[PluginInfo]:
     """Every plugin: name, distribution, version, what it registers; failed ones last."""
     return get_plugin_manager().plugin_infos()

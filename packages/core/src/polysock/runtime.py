@@ -47,7 +47,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         except ImportError:
             pass
         else:
-            return uvloop.new_event_loop()  # type: ignore[no-any-return]
+            return uvloop.new_event_loop()  # type: ignore[no-any-return, unused-ignore]
     return asyncio.new_event_loop()
 
 
@@ -190,7 +190,9 @@ def _stop_at_exit() -> None:
         rt.stop(timeout=2.0)
 
 
-def connect_sync(host: str, port: int, *, timeout: float | None = 30.0, **options: Any) -> Connection:
+def connect_sync(
+    host: str, port: int, *, timeout: float | None = 30.0, **options: Any
+) -> Connection:
     """:func:`polysock.connect` on the shared loop, for threaded code (blocks until ready)."""
     rt = get_runtime()
     # The coroutine's own timeout fires first; the extra second only guards the hand-off.

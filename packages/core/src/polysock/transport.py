@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import logging
 import os
@@ -29,6 +30,7 @@ import struct
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from socket import socket as _Socket  # the name "socket" is a Connection property
 from typing import Any, Literal, cast
 
 from .errors import (
@@ -45,7 +47,7 @@ from .events import (
     MessageSent,
     ProtocolErrorEvent,
 )
-from .framing import Buffer, Framer
+from .framing import Buffer, DeferrableFramer, Framer
 from .handshake import Handshake
 from .plugins import EventHooks, PluginManager, get_plugin_manager
 
@@ -191,7 +193,7 @@ class _HandshakeStream:
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        self.role = conn.role
+        self.role: str = conn.role
         self.buffer = bytearray()
         self.eof = False
         self._waiter: asyncio.Future[None] | None = None
@@ -348,7 +350,9 @@ class Connection(asyncio.BufferedProtocol):
         self._defer = bool(getattr(framer, "deferrable", False))
         self._direct_ok = callable(getattr(framer, "get_buffer", None))
         self._direct = False
-        self._max_send = framer.max_send_size() if self._defer else 0  # type: ignore[attr-defined]
+        # A deferrable framer offers frame_pieces() and max_send_size() (DeferrableFramer).
+        self._dframer = cast(DeferrableFramer, framer)
+        self._max_send = self._dframer.max_send_size() if self._defer else 0
         self._flush_pending = False
         self._fast = False  # True only between a direct write and the end of that loop pass
         self._fast_ok = False
@@ -408,7 +412,7 @@ class Connection(asyncio.BufferedProtocol):
         ``getsockopt``, ``fileno``); see :meth:`duplicate_socket` for ``send(MSG_OOB)``."""
         return self.get_extra_info("socket")
 
-    def duplicate_socket(self) -> socket.socket:
+    def duplicate_socket(self) -> _Socket:
         """A new ``socket.socket`` on a dup of this connection's descriptor.
 
         For calls the transport's socket wrapper does not offer (``send(data, MSG_OOB)``,
@@ -444,8 +448,9 @@ class Connection(asyncio.BufferedProtocol):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name in self._extra:
             return self._extra[name]
-        if self._transport is not None:
-            return self._transport.get_extra_info(name, default)
+        transport = cast("asyncio.Transport | None", self._transport)  # None until made
+        if transport is not None:
+            return transport.get_extra_info(name, default)
         return default
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -485,7 +490,7 @@ class Connection(asyncio.BufferedProtocol):
         shared = _shared.__dict__.get("view")
         if shared is None:
             shared = _shared.view = memoryview(bytearray(_SHARED_RECV_SIZE))
-        return shared  # type: ignore[no-any-return]
+        return shared
 
     def buffer_updated(self, nbytes: int) -> None:
         if not self._direct:
@@ -505,7 +510,7 @@ class Connection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses: duck typing only.
         transport = cast(asyncio.Transport, transport)
-        if self._loop is None:
+        if cast("asyncio.AbstractEventLoop | None", self._loop) is None:
             self._attach(asyncio.get_running_loop())
         self._transport = transport
         sock = transport.get_extra_info("socket")
@@ -514,10 +519,8 @@ class Connection(asyncio.BufferedProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # Always set: asyncio and uvloop turn TCP_NODELAY on by themselves, so
             # nodelay=False (Nagle) must clear it explicitly.
-            try:
+            with contextlib.suppress(OSError):  # some platforms refuse after connect
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(self._nodelay))
-            except OSError:  # pragma: no cover - some platforms refuse after connect
-                pass
         transport.set_write_buffer_limits(
             high=self.limits.write_high_water, low=self.limits.write_low_water
         )
@@ -622,6 +625,7 @@ class Connection(asyncio.BufferedProtocol):
                 + (str(cause) or repr(cause) if cause else "connection closed during the handshake")
             )
             self.error.__cause__ = cause
+            self._emit("polysock_protocol_error", ProtocolErrorEvent, error=self.error)
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
@@ -792,7 +796,7 @@ class Connection(asyncio.BufferedProtocol):
             return
         if self._defer:
             if len(wbuf) == 1 and self._wbuf_size >= _GATHER_MIN:
-                transport.writelines(self._framer.frame_pieces(wbuf.pop()))
+                transport.writelines(self._dframer.frame_pieces(wbuf.pop()))
                 self._wbuf_size = 0
                 return
             data = self._framer.frame_many(wbuf)
@@ -863,7 +867,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._flush_wbuf()
         else:
             if size >= _GATHER_MIN:
-                self._transport.writelines(self._framer.frame_pieces(payload))
+                self._transport.writelines(self._dframer.frame_pieces(payload))
             else:
                 self._transport.write(self._framer.frame(payload) if self._defer else unit)
             self._flush_pending = True
@@ -915,8 +919,10 @@ class Connection(asyncio.BufferedProtocol):
             return self._closed
         if self._close_timer is None and timeout is not None:
             self._close_timer = self._loop.call_later(timeout, self._close_timed_out)
-        if self.state == "closing" and (self._eof_sent or self._transport.is_closing()):
-            return self._closed  # FIN already sent, or aborted: a write_eof now would send FIN
+        if (self.state == "closing" and self._eof_sent) or self._transport.is_closing():
+            # FIN already sent, or the transport is going (aborted, failed TLS upgrade): a
+            # write_eof now would send a FIN after the RST (uvloop even raises).
+            return self._closed
         self._run_xq()
         self.state = "closing"
         self._fast = False
@@ -940,10 +946,8 @@ class Connection(asyncio.BufferedProtocol):
         self._fast = False
         sock = self._transport.get_extra_info("socket")
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError, ValueError):  # already gone (uvloop: ValueError)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-            except OSError:  # pragma: no cover - already gone
-                pass
         self._transport.abort()
 
     def pause_reading(self) -> None:
@@ -1003,7 +1007,7 @@ class Connection(asyncio.BufferedProtocol):
             high=self.limits.write_high_water, low=self.limits.write_low_water
         )
         new_transport.set_protocol(self)
-        self._transport = new_transport  # type: ignore[assignment]
+        self._transport = new_transport
         self._is_tls = True
         self._reading_paused = False
         if self._user_paused or self._queue_paused:
@@ -1011,7 +1015,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.state == "open":
             self._call_handler("tls_ready")
         for data in hold.held:  # what arrived over TLS before we got here, in order
-            if self.state == "closed":
+            if cast(str, self.state) == "closed":  # a handler may have closed it
                 break
             if data is None:
                 self.eof_received()
