@@ -314,6 +314,69 @@ def test_recv_on_a_handler_connection_is_a_local_error(run: Any) -> None:
     run(main())
 
 
+def test_two_concurrent_readers_are_refused(run: Any) -> None:
+    async def main() -> None:
+        async with await polysock.serve(echo, HOST) as srv:
+            conn = await polysock.connect(HOST, srv.port)
+            first = asyncio.ensure_future(conn.recv())
+            await asyncio.sleep(0)  # let the first reader park on its waiter
+            with pytest.raises(RuntimeError, match="already waiting"):
+                await conn.recv()
+            with pytest.raises(RuntimeError, match="already waiting"):
+                await conn.recv_batch()
+            await conn.send(b"one")
+            assert await asyncio.wait_for(first, 10) == b"one"  # the first reader is intact
+            await conn.close()
+
+    run(main())
+
+
+def test_session_ending_on_a_peer_protocol_error_is_not_logged_as_a_crash(
+    run: Any, caplog: Any
+) -> None:
+    async def main() -> None:
+        ended = asyncio.Event()
+        seen: list[BaseException] = []
+
+        async def session(conn: polysock.Connection) -> None:
+            try:
+                await conn.recv()
+            except RemoteProtocolError as exc:
+                seen.append(exc)
+                raise  # a session that lets the peer's error propagate is normal code
+            finally:
+                ended.set()
+
+        async with await polysock.serve(
+            session, HOST, framing_options={"max_frame_size": 8}
+        ) as srv:
+            reader, writer = await asyncio.open_connection(HOST, srv.port)
+            writer.write(struct.pack(">I", 1000))  # declares more than the limit
+            await asyncio.wait_for(ended.wait(), 10)
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, not hung
+            writer.close()
+
+        assert len(seen) == 1 and isinstance(seen[0], FrameTooLarge)
+
+    with caplog.at_level(logging.DEBUG, logger="polysock"):
+        run(main())
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
+
+
+def test_server_port_is_still_known_after_close(run: Any) -> None:
+    async def main() -> None:
+        srv = await polysock.serve(echo, HOST)
+        port = srv.port
+        addresses = srv.addresses
+        await srv.aclose()
+        assert srv.port == port
+        assert srv.addresses == addresses
+        with pytest.raises(OSError):
+            await polysock.connect(HOST, port, timeout=5)
+
+    run(main())
+
+
 def test_serve_arguments_are_checked(run: Any) -> None:
     async def main() -> None:
         with pytest.raises(ValueError, match="exactly one"):

@@ -3,6 +3,9 @@
 ``polysock demo``     a server and a client on loopback exchange messages through every
                       installed framing, and say what went over the wire
 ``polysock plugins``  what is installed: plugins, their distributions, what they register
+``polysock serve``    a server that prints or echoes each decoded message (any framing)
+``polysock send``     a client: send messages or stdin lines, print what comes back
+``polysock matrix``   every installed flavour's server against every client of its wire
 ``polysock bench``    the benchmark against a raw-socket baseline (see polysock.bench)
 
 Errors are one line on stderr and a non-zero exit; ``--debug`` shows the traceback.
@@ -18,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import __version__, bench, plugins
+from . import __version__, bench, matrix, netcat, plugins
 from .errors import ConnectionClosed, PolysockError
 from .framing import Framer
 from .runtime import new_event_loop
@@ -209,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("plugins", help="list installed plugins and what they register")
     p.set_defaults(func=cmd_plugins)
+    p = sub.add_parser("serve", help="a server that prints (or echoes) decoded messages")
+    netcat.add_serve_arguments(p)
+    p.set_defaults(func=netcat.cmd_serve)
+    p = sub.add_parser("send", help="send messages (or stdin lines) and print the replies")
+    netcat.add_send_arguments(p)
+    p.set_defaults(func=netcat.cmd_send)
+    p = sub.add_parser("matrix", help="every flavour's server against every compatible client")
+    matrix.add_arguments(p)
+    p.set_defaults(func=matrix.cmd_matrix)
     p = sub.add_parser("bench", help="benchmark against a raw-socket baseline")
     bench.add_arguments(p)
     p.set_defaults(func=bench.run_from_args)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     )
     from .framing import Framer
     from .handshake import Handshake
+    from .matrix import MatrixPeer
     from .plugins import Flavour, PluginManager
 
 hookspec = pluggy.HookspecMarker("polysock")
@@ -69,6 +70,17 @@ def polysock_add_flavours() -> list[Flavour] | None:
     Return the :class:`~polysock.plugins.Flavour` descriptions (legacy API packages such as
     ``tcpcom``) the plugin provides. All results are merged; a flavour name returned by two
     plugins is a :class:`~polysock.errors.PluginError` naming both.
+    """
+
+
+@hookspec
+def polysock_add_matrix_peers() -> list[MatrixPeer] | None:
+    """Called once by ``polysock matrix`` (and the integration tests) to collect peers.
+
+    Return the :class:`~polysock.matrix.MatrixPeer` objects the plugin offers: an echo server
+    it can start on loopback and/or a client that exchanges a list of messages, both written
+    with the flavour's public API. Peers whose wire keys are equal are paired. All results
+    are concatenated; return value ``None`` contributes nothing.
     """
 
 

@@ -28,6 +28,7 @@ import socket
 import ssl as _ssl
 import struct
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from socket import socket as _Socket  # the name "socket" is a Connection property
@@ -38,6 +39,7 @@ from .errors import (
     HandshakeError,
     LocalProtocolError,
     ProtocolError,
+    RemoteProtocolError,
 )
 from .events import (
     ConnectionLost,
@@ -1082,8 +1084,18 @@ class Connection(asyncio.BufferedProtocol):
                 return msg
             if queue.ended:
                 raise queue.end_error()
-            queue.waiter = waiter = self._loop.create_future()
+            queue.waiter = waiter = self._new_waiter(queue)
             await waiter
+
+    def _new_waiter(self, queue: _MessageQueue) -> asyncio.Future[None]:
+        # Two concurrent readers would each steal half the messages in racy order; refuse
+        # it loudly as asyncio.StreamReader does.
+        if queue.waiter is not None and not queue.waiter.done():
+            raise RuntimeError(
+                "recv() called while another coroutine is already waiting for a message "
+                "on this connection"
+            )
+        return self._loop.create_future()
 
     async def recv_batch(self, max_messages: int | None = None) -> list[bytes]:
         """Every message already received (at least one, waiting if needed), up to
@@ -1092,7 +1104,7 @@ class Connection(asyncio.BufferedProtocol):
         while not queue.messages:
             if queue.ended:
                 raise queue.end_error()
-            queue.waiter = waiter = self._loop.create_future()
+            queue.waiter = waiter = self._new_waiter(queue)
             await waiter
         messages = queue.messages
         if max_messages is None or len(messages) <= max_messages:
@@ -1167,13 +1179,14 @@ class Connection(asyncio.BufferedProtocol):
         # called with self._xcond held
         if threading.get_ident() == self._loop_thread_id:
             return  # never block the loop thread: it is the one that makes room
-        deadline = None if timeout is None else self._loop.time() + timeout
+        # time.monotonic, not loop.time(): uvloop's clock only advances when its loop wakes.
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._xq_waiting += 1
         try:
             while (self._write_paused or self._xq_bytes >= self.limits.write_high_water):
                 if self.state == "closed":
                     raise ConnectionClosed("connection closed", self.error)
-                remaining = None if deadline is None else deadline - self._loop.time()
+                remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(
                         f"send timed out after {timeout} s: the peer is not reading"
@@ -1325,6 +1338,9 @@ class Server:
     def __init__(self, server: asyncio.Server) -> None:
         self._server = server
         self.connections: set[Connection] = set()
+        # Remembered so that port/addresses still answer after close() (for messages and
+        # for tests that reconnect to a closed server to see it refused).
+        self._addresses = [sock.getsockname() for sock in server.sockets]
 
     @property
     def sockets(self) -> tuple[Any, ...]:
@@ -1332,12 +1348,13 @@ class Server:
 
     @property
     def addresses(self) -> list[Any]:
-        return [s.getsockname() for s in self._server.sockets]
+        """The bound addresses (still known after :meth:`close`)."""
+        return list(self._addresses)
 
     @property
     def port(self) -> int:
         """The port of the first listening socket (the one picked when port 0 was asked)."""
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(self._addresses[0][1])
 
     def is_serving(self) -> bool:
         return self._server.is_serving()
@@ -1449,8 +1466,10 @@ class _Session(_MessageQueue):
     async def _run(self, conn: Connection) -> None:
         try:
             await self._client_connected(conn)
-        except ConnectionClosed:
-            pass  # the peer went away while the session was talking to it
+        except (ConnectionClosed, RemoteProtocolError, HandshakeError) as exc:
+            # The peer went away or broke the protocol while the session was talking to
+            # it: already reported (protocol_error / connection_lost events), not a bug.
+            log.debug("polysock: session on %r ended: %s", conn, exc)
         except asyncio.CancelledError:
             conn.abort()
             raise
