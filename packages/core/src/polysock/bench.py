@@ -13,12 +13,19 @@ W2  32-byte ping-pong, both processes pinned to one CPU; round trips/s, p50 and 
 W3  64 messages of 1 MiB one way; MB/s.
 W4  200 connections x 200 round trips against one server; round trips/s and the server's
     peak RSS. Raw: a thread per connection on both sides (the classic blocking design).
+
+When pyzmq is installed, W1-W3 also run over a ZeroMQ PAIR socket (same message sizes and
+counts) and the table adds its figure and polysock's ratio to it. Installed flavours add
+their own scenarios through the ``polysock_add_bench_scenarios`` hook (:class:`BenchScenario`):
+each is compared with the raw baseline of the same shape, run with the scenario's parameters.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -29,7 +36,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
@@ -55,6 +62,47 @@ WORKLOADS: dict[str, Workload] = {
     "W4": Workload("W4", "200 conns x 200 rt", "rt/s", 1.2, {"conns": 200, "n": 200, "size": 32}),
 }
 QUICK_SCALE = {"W1": 0.25, "W2": 0.25, "W3": 0.5, "W4": 0.25}
+
+
+@dataclass(frozen=True)
+class BenchScenario:
+    """A flavour's own benchmark (what ``polysock_add_bench_scenarios`` returns).
+
+    ``server`` and ``client`` name module-level functions (``"module:function"``) run in
+    separate processes: ``server(params) -> (port, finish)`` starts an echo/sink server on
+    127.0.0.1 and returns its port and a ``finish()`` that blocks until the client is done
+    and the server stopped; ``client(params, port) -> {"elapsed": s, "count": n}`` (or
+    ``"bytes"`` for a MB/s baseline) runs the workload with the flavour's public API.
+    ``baseline`` is the raw workload of the same shape (W1 one way, W2 ping-pong, W3 bulk,
+    W4 many connections), run with ``params`` (``n``, ``size``, ``conns``) for the ratio.
+    """
+
+    name: str
+    flavour: str
+    baseline: str
+    server: str
+    client: str
+    params: Mapping[str, int] = field(default_factory=dict)
+    target: float | None = None
+
+
+def _load(path: str) -> Callable[..., Any]:
+    module, _, name = path.partition(":")
+    fn: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return fn
+
+
+def collect_scenarios() -> list[BenchScenario]:
+    from . import plugins
+
+    found: list[BenchScenario] = []
+    for result in plugins.get_plugin_manager().hook.polysock_add_bench_scenarios():
+        found.extend(result or ())
+    return found
+
+
+def _zmq_available() -> bool:
+    return importlib.util.find_spec("zmq") is not None
 
 
 def _peak_rss_kib() -> int:
@@ -303,6 +351,74 @@ async def core_client(wl: Workload, p: dict[str, int], port: int) -> dict[str, A
     return {"elapsed": elapsed, "count": n * p["conns"]}
 
 
+# ==================================================================== pyzmq (optional)
+
+
+def zmq_server(wl: Workload, p: dict[str, int], pipe: Pipe) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PAIR)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    pipe.send(port)
+    if wl.key == "W2":
+        for _ in range(p["n"]):
+            sock.send(sock.recv(copy=False), copy=False)
+    else:
+        for _ in range(p["n"]):
+            sock.recv(copy=False)
+        sock.send(ACK)
+    sock.close(linger=1000)
+    ctx.term()
+    pipe.send({"server_rss_kib": _peak_rss_kib()})
+
+
+def zmq_client(wl: Workload, p: dict[str, int], port: int) -> dict[str, Any]:
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PAIR)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    size, n = p["size"], p["n"]
+    payload = b"x" * size
+    result: dict[str, Any]
+    if wl.key == "W2":
+        lat = []
+        clock = time.perf_counter
+        t0 = clock()
+        for _ in range(n):
+            t = clock()
+            sock.send(payload)
+            sock.recv()
+            lat.append(clock() - t)
+        result = {"elapsed": clock() - t0, "count": n, "latencies": lat}
+    else:
+        t0 = time.perf_counter()
+        copy = size < 65536
+        for _ in range(n):
+            sock.send(payload, copy=copy)
+        sock.recv()
+        result = {"elapsed": time.perf_counter() - t0, "count": n, "bytes": n * size}
+    sock.close(linger=1000)
+    ctx.term()
+    return result
+
+
+# ==================================================================== flavour scenarios
+
+
+def scenario_server(spec: tuple[str, str], p: dict[str, int], pipe: Pipe) -> None:
+    port, finish = _load(spec[0])(p)
+    pipe.send(port)
+    finish()
+    pipe.send({"server_rss_kib": _peak_rss_kib()})
+
+
+def scenario_client(spec: tuple[str, str], p: dict[str, int], port: int) -> dict[str, Any]:
+    result: dict[str, Any] = _load(spec[1])(p, port)
+    return result
+
+
 # ==================================================================== process plumbing
 
 
@@ -316,19 +432,34 @@ def _run_async(coro: Any) -> Any:
         loop.close()
 
 
-def _server_main(impl: str, key: str, p: dict[str, int], pipe: Pipe) -> None:
+Impl = str | tuple[str, str]  # "raw" | "core" | "zmq" | a scenario's (server, client) paths
+
+
+def _server_main(impl: Impl, key: str, p: dict[str, int], pipe: Pipe) -> None:
     wl = WORKLOADS[key]
     _pin(wl.pin_one_cpu)
-    if impl == "raw":
+    if isinstance(impl, tuple):
+        scenario_server(impl, p, pipe)
+    elif impl == "raw":
         raw_server(wl, p, pipe)
+    elif impl == "zmq":
+        zmq_server(wl, p, pipe)
     else:
         _run_async(core_server(wl, p, pipe))
 
 
-def _client_main(impl: str, key: str, p: dict[str, int], port: int, pipe: Pipe) -> None:
+def _client_main(impl: Impl, key: str, p: dict[str, int], port: int, pipe: Pipe) -> None:
     wl = WORKLOADS[key]
     _pin(wl.pin_one_cpu)
-    result = raw_client(wl, p, port) if impl == "raw" else _run_async(core_client(wl, p, port))
+    result: dict[str, Any]
+    if isinstance(impl, tuple):
+        result = scenario_client(impl, p, port)
+    elif impl == "raw":
+        result = raw_client(wl, p, port)
+    elif impl == "zmq":
+        result = zmq_client(wl, p, port)
+    else:
+        result = _run_async(core_client(wl, p, port))
     pipe.send(result)
 
 
@@ -338,7 +469,7 @@ def _recv(pipe: Pipe, timeout: float, what: str) -> Any:
     return pipe.recv()
 
 
-def run_once(impl: str, key: str, p: dict[str, int], timeout: float = 120.0) -> dict[str, Any]:
+def run_once(impl: Impl, key: str, p: dict[str, int], timeout: float = 120.0) -> dict[str, Any]:
     """One measurement: a server process and a client process; returns the figures."""
     ctx = mp.get_context("spawn")
     s_parent, s_child = ctx.Pipe()
@@ -377,10 +508,15 @@ class Row:
     raw: float
     core: float
     extra: dict[str, Any]
+    zmq: float | None = None
 
     @property
     def ratio(self) -> float:
         return self.core / self.raw if self.raw else float("inf")
+
+    @property
+    def zmq_ratio(self) -> float | None:
+        return self.core / self.zmq if self.zmq else None
 
     @property
     def ok(self) -> bool:
@@ -390,39 +526,65 @@ class Row:
 def run(
     keys: list[str],
     runs: int = 3,
+    *,
     quick: bool = False,
     progress: Callable[[str], None] | None = None,
+    zmq: bool | None = None,
+    scenarios: list[BenchScenario] | None = None,
 ) -> list[Row]:
-    rows = []
+    """Measure ``keys`` (and ``scenarios``), ``runs`` times each side, interleaved."""
+    if zmq is None:
+        zmq = _zmq_available()
+    jobs: list[tuple[str, str, Workload, dict[str, int], dict[str, Impl], float]] = []
     for key in keys:
         wl = WORKLOADS[key]
         p = dict(wl.params)
         if quick:
             p["n"] = max(1, int(p["n"] * QUICK_SCALE[key]))
-        figures: dict[str, list[float]] = {"raw": [], "core": []}
-        extra: dict[str, list[float]] = {}
-        for i in range(runs):
-            for impl in ("raw", "core"):  # interleaved: drift hits both alike
-                if progress:
-                    progress(f"{key} {wl.title}: run {i + 1}/{runs}, {impl}")
-                result = run_once(impl, key, p)
-                figures[impl].append(_figure(key, result))
-                if "latencies" in result:
-                    lat = sorted(result["latencies"])
-                    extra.setdefault(f"{impl}_p50_us", []).append(lat[len(lat) // 2] * 1e6)
-                    extra.setdefault(f"{impl}_p99_us", []).append(lat[int(len(lat) * 0.99)] * 1e6)
-                if key == "W4":
-                    extra.setdefault(f"{impl}_server_rss_mib", []).append(
-                        result["server_rss_kib"] / 1024
-                    )
-        rows.append(
-            Row(
-                key, wl.title, wl.unit, wl.target,
-                statistics.median(figures["raw"]), statistics.median(figures["core"]),
-                {k: round(statistics.median(v), 1) for k, v in extra.items()},
-            )
-        )
-    return rows
+        impls: dict[str, Impl] = {"raw": "raw", "core": "core"}
+        if zmq and key != "W4":
+            impls["zmq"] = "zmq"
+        jobs.append((key, wl.title, wl, p, impls, wl.target))
+    for sc in scenarios or ():
+        wl = WORKLOADS[sc.baseline]
+        p = {**wl.params, **sc.params}
+        if quick:
+            p["n"] = max(1, int(p["n"] * QUICK_SCALE[sc.baseline]))
+        impls = {"raw": "raw", "core": (sc.server, sc.client)}
+        target = wl.target if sc.target is None else sc.target
+        jobs.append((f"{sc.flavour}:", sc.name, wl, p, impls, target))
+    return [_measure(job, runs, progress) for job in jobs]
+
+
+def _measure(
+    job: tuple[str, str, Workload, dict[str, int], dict[str, Impl], float],
+    runs: int,
+    progress: Callable[[str], None] | None,
+) -> Row:
+    label, title, wl, p, impls, target = job
+    key = wl.key
+    figures: dict[str, list[float]] = {name: [] for name in impls}
+    extra: dict[str, list[float]] = {}
+    for i in range(runs):
+        for impl, spec in impls.items():  # interleaved: drift hits every side alike
+            if progress:
+                progress(f"{label} {title}: run {i + 1}/{runs}, {impl}")
+            result = run_once(spec, key, p)
+            figures[impl].append(_figure(key, result))
+            if "latencies" in result:
+                lat = sorted(result["latencies"])
+                extra.setdefault(f"{impl}_p50_us", []).append(lat[len(lat) // 2] * 1e6)
+                extra.setdefault(f"{impl}_p99_us", []).append(lat[int(len(lat) * 0.99)] * 1e6)
+            if key == "W4":
+                extra.setdefault(f"{impl}_server_rss_mib", []).append(
+                    result["server_rss_kib"] / 1024
+                )
+    return Row(
+        label, title, wl.unit, target,
+        statistics.median(figures["raw"]), statistics.median(figures["core"]),
+        {k: round(statistics.median(v), 1) for k, v in extra.items()},
+        statistics.median(figures["zmq"]) if figures.get("zmq") else None,
+    )
 
 
 def loop_name() -> str:
@@ -436,18 +598,26 @@ def loop_name() -> str:
 
 
 def format_table(rows: list[Row], runs: int) -> str:
+    with_zmq = any(r.zmq is not None for r in rows)
+    zmq_head = " pyzmq | vs pyzmq |" if with_zmq else ""
+    zmq_rule = "---:|---:|" if with_zmq else ""
     lines = [
         f"polysock bench: medians of {runs} runs, server and client in separate processes, "
         f"loop={loop_name()}, python {sys.version.split()[0]}",
         "",
-        "| workload | unit | raw socket | polysock | ratio | target | ok | notes |",
-        "|---|---|---:|---:|---:|---:|---|---|",
+        f"| workload | unit | raw socket | polysock | ratio | target | ok |{zmq_head} notes |",
+        f"|---|---|---:|---:|---:|---:|---|{zmq_rule}---|",
     ]
     for r in rows:
         notes = ", ".join(f"{k}={v}" for k, v in r.extra.items())
+        zmq = ""
+        if with_zmq:
+            zr = r.zmq_ratio
+            zmq = (f" {r.zmq:,.0f} | {zr:.2f}x |" if r.zmq is not None and zr is not None
+                   else " - | - |")
         lines.append(
             f"| {r.key} {r.title} | {r.unit} | {r.raw:,.0f} | {r.core:,.0f} | "
-            f"{r.ratio:.2f}x | >= {r.target}x | {'yes' if r.ok else 'NO'} | {notes} |"
+            f"{r.ratio:.2f}x | >= {r.target}x | {'yes' if r.ok else 'NO'} |{zmq} {notes} |"
         )
     return "\n".join(lines)
 
@@ -466,6 +636,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when a ratio misses its target")
+    parser.add_argument("--no-flavours", action="store_true",
+                        help="skip the scenarios installed flavours contribute")
+    parser.add_argument("--no-zmq", action="store_true", help="skip pyzmq even if installed")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -481,7 +654,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         else:
             print(line, file=sys.stderr, flush=True)
 
-    rows = run(keys, runs=args.runs, quick=args.quick, progress=progress)
+    scenarios = [] if args.no_flavours else collect_scenarios()
+    rows = run(keys, runs=args.runs, quick=args.quick, progress=progress,
+               zmq=False if args.no_zmq else None, scenarios=scenarios)
     if sys.stderr.isatty():
         print("\r\033[K", end="", file=sys.stderr)
     if args.json:
@@ -489,7 +664,8 @@ def run_from_args(args: argparse.Namespace) -> int:
             {"loop": loop_name(), "python": sys.version.split()[0], "runs": args.runs,
              "results": [{"workload": r.key, "title": r.title, "unit": r.unit, "raw": r.raw,
                           "polysock": r.core, "ratio": r.ratio, "target": r.target,
-                          "ok": r.ok, **r.extra} for r in rows]},
+                          "ok": r.ok, "pyzmq": r.zmq, "ratio_to_pyzmq": r.zmq_ratio,
+                          **r.extra} for r in rows]},
             indent=2,
         ))
     else:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from .bench import BenchScenario
     from .events import (
         ConnectionLost,
         ConnectionMade,
@@ -81,6 +82,16 @@ def polysock_add_matrix_peers() -> list[MatrixPeer] | None:
     it can start on loopback and/or a client that exchanges a list of messages, both written
     with the flavour's public API. Peers whose wire keys are equal are paired. All results
     are concatenated; return value ``None`` contributes nothing.
+    """
+
+
+@hookspec
+def polysock_add_bench_scenarios() -> list[BenchScenario] | None:
+    """Called once by ``polysock bench`` (unless ``--no-flavours``) to collect scenarios.
+
+    Return :class:`~polysock.bench.BenchScenario` objects: a flavour's own workload, run in
+    separate server and client processes and compared with the raw-socket baseline of the same
+    shape. All results are concatenated; ``None`` contributes nothing.
     """
 
 
