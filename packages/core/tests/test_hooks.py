@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fnmatch
 import logging
+import re
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -66,6 +69,8 @@ COVERED = {
     "polysock_message_sent": "test_events_*",
     "polysock_protocol_error": "test_events_protocol_error_*",
     "polysock_connection_lost": "test_events_*",
+    "polysock_add_matrix_peers": "test_cli.py::test_matrix_*",
+    "polysock_add_bench_scenarios": "test_bench.py::test_*scenario*",
 }
 
 
@@ -86,6 +91,13 @@ def manager(*plugins: object) -> PluginManager:
 def test_every_hook_is_covered_documented_and_declared():
     names = {n for n in dir(hookspecs) if n.startswith("polysock_")}
     assert names == set(COVERED), "a hook was added or removed: add/remove its tests"
+    here = Path(__file__).parent
+    for name, where in COVERED.items():
+        module, _, pattern = where.rpartition("::")
+        source = (here / (module or Path(__file__).name)).read_text()
+        tests = re.findall(r"^def (test_\w+)", source, re.M)
+        assert fnmatch.filter(tests, pattern), f"no test {where} covers {name}"
+        assert name in source or not module, f"{module} does not exercise {name}"
     pm = manager()
     for name in names:
         doc = getattr(hookspecs, name).__doc__ or ""
@@ -1074,6 +1086,7 @@ def test_events_classes_match_the_hooks():
     assert set(EVENT_HOOKS) == {n for n in COVERED if n not in {
         "polysock_addhooks", "polysock_add_framers", "polysock_add_handshakes",
         "polysock_add_flavours", "polysock_make_framer", "polysock_make_handshake",
+        "polysock_add_matrix_peers", "polysock_add_bench_scenarios",
     }}
     for cls in EVENT_HOOKS.values():
         assert dataclasses.is_dataclass(cls)

@@ -197,6 +197,99 @@ def test_tls_with_ssl_contexts(
     run(main())
 
 
+def test_client_hello_waiting_before_accept_is_not_lost(
+    run: Any, server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    """A client whose ClientHello is already in the server's socket when the connection is
+    accepted (a fast client, a busy server) must still get its handshake answered."""
+
+    async def main() -> None:
+        lsock = socket.create_server((HOST, 0))
+        client = socket.create_connection(lsock.getsockname(), timeout=10)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = client_ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls.do_handshake()
+        client.sendall(outgoing.read())  # the ClientHello, queued before the accept
+
+        def finish_handshake() -> bytes:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    if data := outgoing.read():
+                        client.sendall(data)
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        raise ConnectionError("server closed during the handshake") from None
+                    incoming.write(chunk)
+            tls.write(b"\x00\x00\x00\x02hi")  # one length-prefixed message
+            client.sendall(outgoing.read())
+            while True:
+                try:
+                    return tls.read(6)
+                except ssl.SSLWantReadError:
+                    if data := outgoing.read():
+                        client.sendall(data)
+                    incoming.write(client.recv(65536))
+
+        async with await polysock.serve(echo, sock=lsock, ssl=server_ctx):
+            reply = await asyncio.wait_for(asyncio.to_thread(finish_handshake), 15)
+        client.close()
+        assert reply == b"\x00\x00\x00\x02hi"
+
+    run(main())
+
+
+def test_a_handshake_that_switches_to_tls_with_unread_clear_bytes_fails_loudly(
+    run: Any, server_ctx: ssl.SSLContext
+) -> None:
+    class SloppyStartTLS:
+        """Reads one byte of a clear-text preamble, then starts TLS with the rest unread."""
+
+        name = "sloppy"
+
+        def __init__(self, role: str = "server", **_: Any) -> None:
+            self.role = role
+
+        async def perform(self, stream: Any) -> None:
+            await stream.readexactly(1)
+            await stream.start_tls(server_ctx)
+
+    class Plugin:
+        @polysock.hookimpl
+        def polysock_add_handshakes(self) -> dict[str, Any]:
+            return {"sloppy": SloppyStartTLS}
+
+    manager = PluginManager(builtins_only=True)
+    manager.register(Plugin(), name="sloppy-plugin")
+
+    async def main() -> None:
+        handlers: list[Recorder] = []
+
+        def factory() -> Handler:
+            handlers.append(Recorder())
+            return handlers[-1]
+
+        async with await polysock.serve(
+            handler_factory=factory, host=HOST, handshake="sloppy", plugin_manager=manager
+        ) as srv:
+            reader, writer = await asyncio.open_connection(HOST, srv.port)
+            writer.write(b"ab")  # one segment: "b" is still buffered at start_tls()
+            await handlers[0].until(lambda: "lost" in handlers[0].names)
+            assert handlers[0].names == ["protocol_error", "lost"]
+            error = handlers[0].arg("protocol_error")
+            assert isinstance(error, HandshakeError)
+            assert "1 bytes arrived before start_tls()" in str(error)
+            with contextlib.suppress(ConnectionResetError):  # closed (FIN or RST), not hung
+                assert await asyncio.wait_for(reader.read(), 10) == b""
+            writer.close()
+
+    run(main())
+
+
 def test_tls_from_handshake_options_with_file_paths(
     run: Any, tmp_path: Path, ca: trustme.CA, leaf: trustme.LeafCert
 ) -> None:

@@ -394,9 +394,12 @@ def zmq_client(wl: Workload, p: dict[str, int], port: int) -> dict[str, Any]:
         result = {"elapsed": clock() - t0, "count": n, "latencies": lat}
     else:
         t0 = time.perf_counter()
-        copy = size < 65536
-        for _ in range(n):
-            sock.send(payload, copy=copy)
+        if size < 65536:
+            for _ in range(n):
+                sock.send(payload)
+        else:
+            for _ in range(n):
+                sock.send(payload, copy=False)
         sock.recv()
         result = {"elapsed": time.perf_counter() - t0, "count": n, "bytes": n * size}
     sock.close(linger=1000)

@@ -58,7 +58,12 @@ class HandshakeStream(Protocol):
 
 @runtime_checkable
 class Handshake(Protocol):
-    """One handshake for one connection. ``name`` is what events report."""
+    """One handshake for one connection. ``name`` is what events report.
+
+    A handshake whose first act is ``stream.start_tls()`` sets a class attribute
+    ``tls_first = True``: the transport then reads nothing in clear before TLS starts (bytes
+    read in clear cannot be handed to the TLS layer afterwards).
+    """
 
     name: str
 
@@ -122,6 +127,9 @@ class TLSHandshake:
     """
 
     name = "tls"
+    #: The transport reads nothing in clear before this handshake starts TLS, so that a
+    #: ClientHello already waiting in the socket reaches the TLS layer.
+    tls_first = True
 
     def __init__(
         self,

@@ -131,6 +131,9 @@ class Handler:
         """The connection is closed; ``exc`` is why (``None``: orderly close by either side)."""
 
 
+_XCOND_INIT = threading.Lock()
+
+
 class _MessageQueue(Handler):
     """The handler behind the async API: a bounded queue of received messages."""
 
@@ -268,6 +271,13 @@ class _HandshakeStream:
     async def start_tls(
         self, context: _ssl.SSLContext, *, server_hostname: str | None = None
     ) -> None:
+        if self.buffer:
+            # These bytes were read in clear and cannot be handed to the TLS layer: a
+            # handshake must consume its clear-text exchange before it switches to TLS.
+            raise HandshakeError(
+                f"{len(self.buffer)} bytes arrived before start_tls() and would be lost to "
+                "TLS: the peer started TLS early, or the handshake did not read its data"
+            )
         await self._conn.start_tls(context, server_hostname=server_hostname)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -360,18 +370,22 @@ class Connection(asyncio.BufferedProtocol):
         self._fast_ok = False
         # flow control
         self._write_paused = False
-        self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Lists and a lazily made Condition rather than deques: an idle connection should
+        # cost little memory (a deque is ~760 bytes; 10,000 idle connections are a use case).
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self._user_paused = False
         self._queue_paused = False
         self._reading_paused = False
         # thread-safe sends: items are payloads (bytes) or callables run in order on the loop
-        self._xq: collections.deque[Any] = collections.deque()
+        self._xq: list[Any] = []
         self._xq_bytes = 0
         self._xq_scheduled = False
         self._xq_waiting = 0
-        self._xcond = threading.Condition(threading.Lock())
+        self._xcond: threading.Condition | None = None
         self._hs_stream: _HandshakeStream | None = None
         self._hs_task: asyncio.Task[None] | None = None
+        # server-side TLS begun inside connection_made (see there): waiter, hold, SSL protocol
+        self._early_tls: tuple[asyncio.Future[Any], _TLSUpgradeHold, Any] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._ready: asyncio.Future[None] | None = None
         self._closed: asyncio.Future[None] | None = None
@@ -533,6 +547,18 @@ class Connection(asyncio.BufferedProtocol):
         else:
             self.state = "handshake"
             self._hs_stream = _HandshakeStream(self)
+            context = getattr(self._handshake, "context", None)
+            if (
+                self.role == "server"
+                and getattr(self._handshake, "tls_first", False)
+                and isinstance(context, _ssl.SSLContext)
+            ):
+                # Put the TLS layer under the transport now, before the loop reads a byte:
+                # a ClientHello already waiting in the socket must reach it, and neither
+                # pause_reading() here (uvloop starts reading after connection_made) nor
+                # loop.start_tls() later (it cannot take back bytes read in clear) can
+                # guarantee that.
+                self._early_tls = self._begin_server_tls(context)
             self._hs_task = self._loop.create_task(self._run_handshake())
 
     def data_received(self, data: bytes) -> None:
@@ -596,9 +622,8 @@ class Connection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        waiters = self._drain_waiters
-        while waiters:
-            waiter = waiters.popleft()
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
         self._notify_senders()
@@ -638,8 +663,8 @@ class Connection(asyncio.BufferedProtocol):
         self._wbuf.clear()
         self._wbuf_size = 0
         closed = ConnectionClosed("connection closed", self.error)
-        while self._drain_waiters:
-            waiter = self._drain_waiters.popleft()
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
             if not waiter.done():
                 waiter.set_exception(closed)
         self._notify_senders()
@@ -839,9 +864,10 @@ class Connection(asyncio.BufferedProtocol):
             self.abort()
 
     def _notify_senders(self) -> None:
-        if self._xq_waiting:
-            with self._xcond:
-                self._xcond.notify_all()
+        cond = self._xcond
+        if self._xq_waiting and cond is not None:
+            with cond:
+                cond.notify_all()
 
     # ---------------------------------------------------------------- loop-thread API
 
@@ -959,6 +985,29 @@ class Connection(asyncio.BufferedProtocol):
     def resume_reading(self) -> None:
         self._set_reading(user=False)
 
+    def _begin_server_tls(
+        self, context: _ssl.SSLContext
+    ) -> tuple[asyncio.Future[Any], _TLSUpgradeHold, Any]:
+        """What ``loop.start_tls`` does, done synchronously (asyncio's SSL protocol works
+        over any loop's transport); :meth:`start_tls` awaits the handshake."""
+        from asyncio import sslproto
+
+        waiter: asyncio.Future[Any] = self._loop.create_future()
+        hold = _TLSUpgradeHold(self)
+        proto = sslproto.SSLProtocol(
+            self._loop,
+            hold,
+            context,
+            waiter,
+            server_side=True,
+            server_hostname=None,
+            call_connection_made=False,
+            ssl_handshake_timeout=cast(Any, self._handshake_timeout),
+        )
+        self._transport.set_protocol(proto)
+        proto.connection_made(self._transport)
+        return waiter, hold, proto
+
     async def start_tls(
         self,
         context: _ssl.SSLContext,
@@ -982,16 +1031,26 @@ class Connection(asyncio.BufferedProtocol):
         if not server_side and server_hostname is None and context.check_hostname:
             server_hostname = self._extra.get("polysock_host")
         self._flush()
-        hold = _TLSUpgradeHold(self)
+        early, self._early_tls = self._early_tls, None
         try:
-            new_transport = await self._loop.start_tls(
-                self._transport,
-                hold,
-                context,
-                server_side=server_side,
-                server_hostname=server_hostname,
-                ssl_handshake_timeout=timeout,
-            )
+            if early is not None and early[2]._sslcontext is context:
+                waiter, hold, proto = early
+                await waiter
+                new_transport = proto._app_transport
+            else:
+                if early is not None:
+                    raise HandshakeError(
+                        "the TLS handshake already started with another SSL context"
+                    )
+                hold = _TLSUpgradeHold(self)
+                new_transport = await self._loop.start_tls(
+                    self._transport,
+                    hold,
+                    context,
+                    server_side=server_side,
+                    server_hostname=server_hostname,
+                    ssl_handshake_timeout=timeout,
+                )
         except BaseException as exc:
             # The SSL layer owns the socket now and does not always report its loss to us
             # (asyncio does not while the TLS handshake runs): close it and report it here;
@@ -1161,7 +1220,7 @@ class Connection(asyncio.BufferedProtocol):
     def _enqueue(self, item: Any, size: int, timeout: float | None) -> None:
         if self.state in ("closing", "closed") and not callable(item):
             raise ConnectionClosed("cannot send: the connection is " + self.state, self.error)
-        cond = self._xcond
+        cond = self._xcond or self._make_xcond()
         with cond:
             if size and (self._write_paused or self._xq_bytes >= self.limits.write_high_water):
                 self._wait_for_room(timeout)
@@ -1174,6 +1233,12 @@ class Connection(asyncio.BufferedProtocol):
             self._loop.call_soon_threadsafe(self._run_xq)
         except RuntimeError:
             raise ConnectionClosed("the event loop is closed", self.error) from None
+
+    def _make_xcond(self) -> threading.Condition:
+        with _XCOND_INIT:  # two threads' first sends must not make two conditions
+            if self._xcond is None:
+                self._xcond = threading.Condition(threading.Lock())
+            return self._xcond
 
     def _wait_for_room(self, timeout: float | None) -> None:
         # called with self._xcond held
@@ -1191,18 +1256,19 @@ class Connection(asyncio.BufferedProtocol):
                     raise TimeoutError(
                         f"send timed out after {timeout} s: the peer is not reading"
                     )
+                assert self._xcond is not None
                 self._xcond.wait(remaining)
         finally:
             self._xq_waiting -= 1
 
     def _run_xq(self) -> None:
-        with self._xcond:
-            items = list(self._xq)
-            self._xq.clear()
+        cond = self._xcond or self._make_xcond()
+        with cond:
+            items, self._xq = self._xq, []
             self._xq_bytes = 0
             self._xq_scheduled = False
             if self._xq_waiting:
-                self._xcond.notify_all()
+                cond.notify_all()
         batch: list[bytes] = []
         for item in items:
             if isinstance(item, bytes):
