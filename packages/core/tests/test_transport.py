@@ -377,6 +377,30 @@ def test_server_port_is_still_known_after_close(run: Any) -> None:
     run(main())
 
 
+def test_large_payload_sends_wait_for_a_peer_that_does_not_read(run: Any) -> None:
+    """Payloads of 64 KiB and more take the no-copy write path: it must still pause."""
+
+    async def main() -> None:
+        lsock = socket.create_server((HOST, 0))
+        lsock.setblocking(False)
+        conn = await polysock.connect(HOST, lsock.getsockname()[1])
+        peer, _ = await asyncio.get_running_loop().sock_accept(lsock)  # never reads
+        big = b"b" * (1 << 20)
+        accepted = 0
+        with pytest.raises(asyncio.TimeoutError):
+            for _ in range(64):
+                await asyncio.wait_for(conn.send(big), 2)
+                accepted += 1
+        # kernel buffers plus the high-water mark, not the 64 MiB asked for
+        assert accepted < 32
+        assert conn.write_buffer_size <= conn.limits.write_high_water + 2 * len(big)
+        conn.abort()
+        peer.close()
+        lsock.close()
+
+    run(main())
+
+
 def test_serve_arguments_are_checked(run: Any) -> None:
     async def main() -> None:
         with pytest.raises(ValueError, match="exactly one"):

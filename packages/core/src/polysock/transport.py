@@ -823,7 +823,7 @@ class Connection(asyncio.BufferedProtocol):
             return
         if self._defer:
             if len(wbuf) == 1 and self._wbuf_size >= _GATHER_MIN:
-                transport.writelines(self._dframer.frame_pieces(wbuf.pop()))
+                self._write_pieces(transport, self._dframer.frame_pieces(wbuf.pop()))
                 self._wbuf_size = 0
                 return
             data = self._framer.frame_many(wbuf)
@@ -895,7 +895,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._flush_wbuf()
         else:
             if size >= _GATHER_MIN:
-                self._transport.writelines(self._dframer.frame_pieces(payload))
+                self._write_pieces(self._transport, self._dframer.frame_pieces(payload))
             else:
                 self._transport.write(self._framer.frame(payload) if self._defer else unit)
             self._flush_pending = True
@@ -984,6 +984,18 @@ class Connection(asyncio.BufferedProtocol):
 
     def resume_reading(self) -> None:
         self._set_reading(user=False)
+
+    @staticmethod
+    def _write_pieces(transport: asyncio.Transport, pieces: list[Buffer]) -> None:
+        # writelines() avoids copying a large payload, but asyncio's selector transport on
+        # CPython 3.12/3.13 never calls pause_writing() from it: send() would never wait for
+        # a peer that does not read. write() per piece keeps flow control everywhere (and
+        # on 3.12+ buffers memoryviews, no copy); uvloop's writelines() is correct.
+        if type(transport).__module__.startswith("uvloop"):
+            transport.writelines(pieces)
+        else:
+            for piece in pieces:
+                transport.write(piece)
 
     def _begin_server_tls(
         self, context: _ssl.SSLContext
