@@ -605,6 +605,46 @@ def test_a_blocked_callback_does_not_delay_another_dispatcher() -> None:
     assert a_after.is_set()
 
 
+def test_many_blocked_callbacks_each_get_a_worker_quickly() -> None:
+    """Eight objects whose callbacks all block: the ninth object's callback still runs,
+    after at most a few watchdog intervals per blocked worker, not never."""
+    release = threading.Event()
+    started = [threading.Event() for _ in range(8)]
+    blockers = [CallbackDispatcher(f"blocked{i}") for i in range(8)]
+    free = CallbackDispatcher("free")
+    ran = threading.Event()
+    try:
+        for d, ev in zip(blockers, started, strict=True):
+            d.submit(lambda ev=ev: (ev.set(), release.wait(30)))
+        from polysock import runtime
+        for ev in started:
+            pool = runtime._pool
+            assert ev.wait(10), ("a blocked callback kept another object's first one waiting",
+                                 pool._count, pool._idle, len(pool._tasks), pool._taken,
+                                 pool._watchdog)
+        free.submit(ran.set)
+        assert ran.wait(5)
+    finally:
+        release.set()
+    for d in blockers:
+        assert d.join(10)
+
+
+def test_a_burst_of_quick_callbacks_does_not_start_a_thread_per_object() -> None:
+    from polysock import runtime
+
+    dispatchers = [CallbackDispatcher(f"d{i}") for i in range(300)]
+    done = threading.Semaphore(0)
+    before = runtime._pool.size
+    for d in dispatchers:
+        d.submit(done.release)
+    for _ in dispatchers:
+        assert done.acquire(timeout=10)
+    # the loop-side burst is served by the workers already awake, plus a few the watchdog
+    # may add on a loaded machine: nowhere near one per object
+    assert runtime._pool.size - before < 20
+
+
 def test_join_from_inside_a_callback_returns_at_once() -> None:
     d = CallbackDispatcher("self-join")
     answers: list[tuple[bool, float]] = []
@@ -682,3 +722,4 @@ def test_the_runtime_lets_the_interpreter_exit_and_runs_at_exit_callbacks(loop_k
     assert lines[1:] == ["END OF SCRIPT", "AT_EXIT sync", "AT_EXIT async closed"], proc.stdout
     assert "Traceback" not in proc.stderr, proc.stderr
     assert elapsed < 20
+

@@ -141,17 +141,26 @@ def polysock_handshake_complete(event: HandshakeComplete) -> None:
 
 @hookspec
 def polysock_message_received(event: MessageReceived) -> None:
-    """Called once per decoded frame, after it was handed to the connection's handler."""
+    """Called once per decoded frame, after it was handed to the connection's handler.
+
+    Return value ignored.
+    """
 
 
 @hookspec
 def polysock_message_sent(event: MessageSent) -> None:
-    """Called once per payload framed and handed to the transport."""
+    """Called once per payload framed and handed to the transport.
+
+    Return value ignored.
+    """
 
 
 @hookspec
 def polysock_protocol_error(event: ProtocolErrorEvent) -> None:
-    """Called when the peer broke the framing or the handshake, before the connection closes."""
+    """Called when the peer broke the framing or the handshake, before the connection closes.
+
+    Return value ignored.
+    """
 
 
 @hookspec

@@ -211,15 +211,27 @@ def serve_sync(*args: Any, **options: Any) -> Server:
 
 
 class _WorkerPool:
-    """Threads that run dispatcher drains; grows when every worker is busy, so that a
-    blocked callback never delays another object's callbacks; idle workers retire."""
+    """Threads that run dispatcher drains, woken as few times as possible.
 
-    def __init__(self, idle_timeout: float = 30.0) -> None:
+    A task submitted while a worker is awake is left to that worker (it takes the next task
+    before it sleeps): a burst from the loop costs one wake-up, not one per connection.
+    So that a callback that blocks never holds up other objects' callbacks, a watchdog
+    wakes (or starts) another worker when queued tasks made no progress for ``stall``
+    seconds. Idle workers retire after ``idle_timeout``.
+    """
+
+    def __init__(self, idle_timeout: float = 30.0, stall: float = 0.05) -> None:
         self._tasks: collections.deque[Callable[[], None]] = collections.deque()
-        self._cond = threading.Condition(threading.Lock())
-        self._idle = 0
-        self._count = 0
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # workers wait here
+        self._watch = threading.Condition(lock)  # the watchdog waits here
+        self._idle = 0  # workers waiting for tasks
+        self._count = 0  # workers alive
+        self._taken = 0  # tasks started so far: the watchdog's progress counter
         self._idle_timeout = idle_timeout
+        self._stall = stall
+        self._watchdog: threading.Thread | None = None
+        self._watchdog_sleeping = False
 
     @property
     def size(self) -> int:
@@ -228,10 +240,27 @@ class _WorkerPool:
     def submit(self, fn: Callable[[], None]) -> None:
         with self._cond:
             self._tasks.append(fn)
-            if self._idle >= len(self._tasks):
+            self._arm_watchdog()
+            if self._count - self._idle > 0:
+                return  # an awake worker takes it before it sleeps
+            if self._idle:
                 self._cond.notify()
                 return
             self._count += 1
+        self._spawn()
+
+    def _arm_watchdog(self) -> None:
+        # lock held: make sure someone notices if the workers get stuck in callbacks
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(
+                target=self._watchdog_main, name="polysock-callbacks-watchdog", daemon=True
+            )
+            self._watchdog.start()
+        elif self._watchdog_sleeping:
+            self._watchdog_sleeping = False
+            self._watch.notify()
+
+    def _spawn(self) -> None:
         threading.Thread(target=self._worker, name="polysock-callbacks", daemon=True).start()
 
     def _worker(self) -> None:
@@ -245,7 +274,25 @@ class _WorkerPool:
                         self._count -= 1
                         return
                 fn = self._tasks.popleft()
+                self._taken += 1
             fn()
+
+    def _watchdog_main(self) -> None:
+        with self._cond:
+            while True:
+                while not self._tasks:
+                    self._watchdog_sleeping = True
+                    self._watch.wait()
+                self._watchdog_sleeping = False
+                seen = self._taken
+                self._watch.wait(self._stall)
+                if self._tasks and self._taken == seen:
+                    # Every awake worker is stuck in a callback: add one.
+                    if self._idle:
+                        self._cond.notify()
+                    else:
+                        self._count += 1
+                        self._spawn()
 
 
 _pool = _WorkerPool()

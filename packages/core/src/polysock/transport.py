@@ -29,6 +29,7 @@ import ssl as _ssl
 import struct
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from socket import socket as _Socket  # the name "socket" is a Connection property
@@ -132,6 +133,54 @@ class Handler:
 
 
 _XCOND_INIT = threading.Lock()
+
+
+class _SendWaker:
+    """One loop wake-up for the thread-safe sends of many connections: worker threads
+    answering a burst of messages on 200 connections wake the loop once, not 200 times."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.conns: list[Connection] = []
+
+    def schedule(self, conn: Connection) -> None:
+        with self.lock:
+            self.conns.append(conn)
+            if len(self.conns) > 1:
+                return  # a wake-up is already on its way
+        try:
+            self.loop.call_soon_threadsafe(self.run)
+        except RuntimeError:
+            with self.lock:
+                self.conns.clear()
+            raise
+
+    def run(self) -> None:
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for conn in conns:
+            try:
+                conn._run_xq()
+            except Exception:  # one connection's failure must not strand the others' sends
+                log.exception("polysock: thread-safe send on %r failed", conn)
+                conn.abort()
+
+
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SendWaker] = (
+    weakref.WeakKeyDictionary()
+)
+_wakers_lock = threading.Lock()
+
+
+def _send_waker(loop: asyncio.AbstractEventLoop) -> _SendWaker:
+    waker = _wakers.get(loop)
+    if waker is None:
+        with _wakers_lock:
+            waker = _wakers.get(loop)
+            if waker is None:
+                waker = _wakers[loop] = _SendWaker(loop)
+    return waker
 
 
 class _MessageQueue(Handler):
@@ -1242,7 +1291,7 @@ class Connection(asyncio.BufferedProtocol):
                 return
             self._xq_scheduled = True
         try:
-            self._loop.call_soon_threadsafe(self._run_xq)
+            _send_waker(self._loop).schedule(self)
         except RuntimeError:
             raise ConnectionClosed("the event loop is closed", self.error) from None
 
