@@ -80,7 +80,8 @@ class ScenarioPlugin:
 
 
 @pytest.fixture
-def scenario_plugin() -> Iterator[None]:
+def scenario_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("POLYSOCK_NO_AUTOLOAD", "1")  # installed flavours add scenarios too
     plugins.reset()
     plugins.register(ScenarioPlugin(), "testflavour")
     yield

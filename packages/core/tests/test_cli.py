@@ -257,7 +257,8 @@ class _EchoFlavour:
 
 
 @pytest.fixture
-def fresh_plugins() -> Iterator[None]:
+def fresh_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("POLYSOCK_NO_AUTOLOAD", "1")  # installed flavours add matrix peers
     plugins.reset()
     yield
     plugins.reset()
