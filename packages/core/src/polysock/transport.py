@@ -431,6 +431,7 @@ class Connection(asyncio.BufferedProtocol):
         self._xq_scheduled = False
         self._xq_waiting = 0
         self._xcond: threading.Condition | None = None
+        self._xlock: Any = None  # the Condition's lock: `with lock` is a C call, `with cond` is not
         self._hs_stream: _HandshakeStream | None = None
         self._hs_task: asyncio.Task[None] | None = None
         # server-side TLS begun inside connection_made (see there): waiter, hold, SSL protocol
@@ -1281,8 +1282,11 @@ class Connection(asyncio.BufferedProtocol):
     def _enqueue(self, item: Any, size: int, timeout: float | None) -> None:
         if self.state in ("closing", "closed") and not callable(item):
             raise ConnectionClosed("cannot send: the connection is " + self.state, self.error)
-        cond = self._xcond or self._make_xcond()
-        with cond:
+        lock = self._xlock
+        if lock is None:
+            self._make_xcond()
+            lock = self._xlock
+        with lock:
             if size and (self._write_paused or self._xq_bytes >= self.limits.write_high_water):
                 self._wait_for_room(timeout)
             self._xq.append(item)
@@ -1298,7 +1302,9 @@ class Connection(asyncio.BufferedProtocol):
     def _make_xcond(self) -> threading.Condition:
         with _XCOND_INIT:  # two threads' first sends must not make two conditions
             if self._xcond is None:
-                self._xcond = threading.Condition(threading.Lock())
+                lock = threading.Lock()
+                self._xcond = threading.Condition(lock)
+                self._xlock = lock
             return self._xcond
 
     def _wait_for_room(self, timeout: float | None) -> None:
